@@ -1,0 +1,200 @@
+"""``stress-runner``: exit 0 when nothing breached, 1 on a breach, 2 on bad input or config."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from stress_plugin.errors import StressError
+
+EXIT_OK, EXIT_BREACH, EXIT_INPUT = 0, 1, 2
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.WARNING if args.quiet else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        return int(args.handler(args))
+    except StressError as exc:
+        print(f"stress-runner: error: {exc}", file=sys.stderr)
+        return EXIT_INPUT
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="stress-runner", description="Flash-Crash Lite intraday stress runner."
+    )
+    parser.add_argument("-q", "--quiet", action="store_true", help="log warnings and errors only")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = commands.add_parser("run", help="stress the book once and print the result")
+    run.add_argument("--scenario", default="flash_crash_lite",
+                     help="a discovered scenario name or a scenario YAML path "
+                          "(default: flash_crash_lite)")
+    run.add_argument("--book", type=Path, help="book file (YAML or JSON); overrides any host")
+    run.add_argument("--symbols", help="comma-separated symbols to restrict the book to")
+    run.add_argument("--json", action="store_true", help="print the result as JSON")
+    run.set_defaults(handler=_run)
+
+    validate = commands.add_parser("validate", help="check a scenario or book file")
+    validate.add_argument("path", type=Path)
+    validate.set_defaults(handler=_validate)
+
+    scenarios = commands.add_parser("scenarios", help="list the discovered scenarios")
+    scenarios.add_argument("--json", action="store_true")
+    scenarios.set_defaults(handler=_scenarios)
+
+    plugins = commands.add_parser("plugins", help="list the loaded plugins and their hooks")
+    plugins.add_argument("--json", action="store_true")
+    plugins.set_defaults(handler=_plugins)
+
+    from stress_plugin import cli_alerts
+
+    cli_alerts.add_parser(commands)
+    return parser
+
+
+def _run(args: argparse.Namespace) -> int:
+    from stress_plugin.runner import StressRunner
+
+    runner = StressRunner()
+    symbols = [s.strip() for s in args.symbols.split(",") if s.strip()] if args.symbols else None
+    result = runner.run_once(book=args.book, scenario=args.scenario, symbols=symbols)
+    if args.json:
+        print(json.dumps(result.to_dict(), indent=2))
+    else:
+        print(render_result(result.to_dict(), runner.scenario(args.scenario).to_dict()))
+    return EXIT_BREACH if result.breach_count else EXIT_OK
+
+
+def _validate(args: argparse.Namespace) -> int:
+    import yaml
+
+    from stress_plugin.book import load_book
+    from stress_plugin.scenario import StressScenario
+
+    path: Path = args.path
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError):
+        data = None  # the loaders below say what is wrong, naming the file
+    if isinstance(data, dict) and "positions" in data:
+        book = load_book(path)
+        print(f"OK: book {path}: {len(book.positions)} positions, equity {book.equity:,.2f}")
+    else:
+        scenario = StressScenario(path)
+        print(f"OK: scenario {scenario.name} ({path}): {_describe(scenario.to_dict())}")
+    return EXIT_OK
+
+
+def _scenarios(args: argparse.Namespace) -> int:
+    from stress_plugin.runner import StressRunner
+
+    found = StressRunner().scenarios()
+    if args.json:
+        print(json.dumps({n: {**s.to_dict(), "origin": s.origin} for n, s in found.items()},
+                         indent=2))
+        return EXIT_OK
+    rows = [(name, _describe(s.to_dict()), s.origin) for name, s in sorted(found.items())]
+    print(_table(("SCENARIO", "SHOCK", "FILE"), rows))
+    return EXIT_OK
+
+
+def _plugins(args: argparse.Namespace) -> int:
+    from stress_plugin.plugins import Plugins
+    from stress_plugin.settings import load_settings
+
+    settings = load_settings()
+    plugins = Plugins.load(settings.disabled_plugins)
+    infos = plugins.describe()
+    if args.json:
+        print(json.dumps({"plugins": [i.to_dict() for i in infos],
+                          "blocked": plugins.blocked()}, indent=2))
+        return EXIT_OK
+    rows = [(i.name, i.distribution, i.version, ", ".join(i.hooks)) for i in infos]
+    print(_table(("NAME", "DISTRIBUTION", "VERSION", "HOOKS"), rows))
+    if plugins.blocked():
+        print(f"blocked by STRESS_DISABLE_PLUGINS: {', '.join(plugins.blocked())}")
+    return EXIT_OK
+
+
+# -- rendering -------------------------------------------------------------------------------
+
+
+def _describe(s: dict[str, Any]) -> str:
+    return (f"{s['price_shock_pct']:+.1%} shock, spreads {s['spread_mult']:g}x, "
+            f"{s['duration_sec']:g} s, {s['recovery_type']} recovery")
+
+
+def render_result(result: dict[str, Any], scenario: dict[str, Any]) -> str:
+    """The human-readable table of one run; a ``!`` marks a breached figure."""
+    limits = result["limits"]
+    breached = {(b["symbol"], b["limit"]) for b in result["breaches"]}
+
+    def mark(symbol: str, limit: str, text: str) -> str:
+        return text + (" !" if (symbol, limit) in breached else "  ")
+
+    def row(symbol: str, m: dict[str, Any]) -> tuple[str, ...]:
+        var = "-" if m["var_ratio"] is None else f"{m['var_ratio']:.3f}x"
+        delta = "-" if m["delta_change"] is None else f"{m['delta_change']:.4f}"
+        return (
+            symbol,
+            f"{m['worst_pnl']:,.2f}",
+            mark(symbol, "max_drawdown_pct", f"{m['drawdown_pct']:.3%}"),
+            mark(symbol, "max_var_multiplier", var),
+            mark(symbol, "max_position_delta", delta),
+            _headroom(m["headroom"]),
+        )
+
+    rows = [row(sym, m) for sym, m in result["symbols"].items()]
+    rows.append(row("PORTFOLIO", result["portfolio"]))
+    lines = [
+        f"Scenario {result['scenario']}: {_describe(scenario)}",
+        f"Run {result['run_id']} at {result['timestamp']}: {result['symbols_tested']} symbols "
+        f"tested in {result['runtime_ms']:.2f} ms",
+        "",
+        _table(("SYMBOL", "WORST P&L", "DRAWDOWN", "VAR RATIO", "DELTA CHG", "HEADROOM"), rows,
+               right=range(1, 6)),
+        "",
+        f"Limits: drawdown {limits['max_drawdown_pct']:.2%}, VaR {limits['max_var_multiplier']:g}x,"
+        f" delta change {limits['max_position_delta']:g}   (! = breached)",
+    ]
+    if result["skipped_symbols"]:
+        lines.append(f"Skipped (STRESS_MAX_SYMBOLS): {len(result['skipped_symbols'])} symbols")
+    if result["breach_count"]:
+        lines.append(f"BREACH on {', '.join(result['breached_symbols'])}: KILL_SWITCH triggered; "
+                     f"headroom {result['headroom']:.4f}")
+    else:
+        lines.append(f"No breach. Headroom {_headroom(result['headroom'])}: a crash "
+                     f"{result['headroom']:.2f} times as deep would breach the first limit.")
+    return "\n".join(lines)
+
+
+def _headroom(value: float) -> str:
+    return ">= 100" if value >= 100 else f"{value:.4f}"
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[str]], right: Sequence[int] = ()
+           ) -> str:
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+
+    def line(r: Sequence[str]) -> str:
+        cells = [str(c).rjust(w) if i in right else str(c).ljust(w)
+                 for i, (c, w) in enumerate(zip(r, widths, strict=True))]
+        return "  ".join(cells).rstrip()
+
+    return "\n".join([line(header), *(line(r) for r in rows)])
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,179 @@
+"""The stress model of model.md as pure numpy functions: no I/O, no clock, no globals.
+
+Every path depends on time only through the recovery profile g(t), so each symbol's P&L is a
+quadratic in g:  pnl(g) = (a - e) g + b g^2 - c0,  with a the delta term, b the gamma term,
+c0 the half spread and e its widening. The portfolio is the same quadratic with summed
+coefficients. Its minimum over the grid lies at an end of the g range or next to the vertex,
+so the worst P&L costs O(symbols) after one sort of the grid.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from stress_hookspecs import Limits
+
+HEADROOM_CAP = 100.0
+_CHUNK_ROWS = 16_384
+"""Rows per block of the symbols x grid headroom search, to bound memory."""
+
+
+def recovery_profile(recovery_type: str, steps: int) -> np.ndarray:
+    """g on the grid t = 0, dt, ..., T (``steps + 1`` points): 1 at the shock, towards 0."""
+    fraction = np.arange(steps + 1, dtype=np.float64) / steps  # t / T
+    if recovery_type == "linear":
+        return 1.0 - fraction
+    if recovery_type == "exponential":
+        return np.exp(-3.0 * fraction)
+    if recovery_type == "none":
+        return np.ones_like(fraction)
+    raise ValueError(f"unknown recovery_type {recovery_type!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class Coefficients:
+    """pnl(lam, g) = lam a g + lam^2 b g^2 - c0 - e g, per row (symbol or portfolio)."""
+
+    a: np.ndarray
+    b: np.ndarray
+    c0: np.ndarray
+    e: np.ndarray
+
+    def total(self) -> Coefficients:
+        """The portfolio: the same quadratic with summed coefficients."""
+        return Coefficients(*(np.array([x.sum()]) for x in (self.a, self.b, self.c0, self.e)))
+
+
+@dataclass(frozen=True, slots=True)
+class EngineOutput:
+    """Per-symbol arrays in book order; ``var_ratio`` is NaN where no VaR was given."""
+
+    worst_pnl: np.ndarray
+    drawdown_pct: np.ndarray
+    var_ratio: np.ndarray
+    delta_change: np.ndarray
+    headroom: np.ndarray
+    portfolio_worst_pnl: float
+    portfolio_drawdown_pct: float
+    portfolio_var_ratio: float
+    portfolio_headroom: float
+
+
+def coefficients(
+    quantity: np.ndarray,
+    price: np.ndarray,
+    spread: np.ndarray,
+    multiplier: np.ndarray,
+    delta: np.ndarray,
+    gamma: np.ndarray,
+    shocks: np.ndarray,
+    spread_mult: float,
+) -> Coefficients:
+    move = price * shocks  # dP at g = 1
+    size = quantity * multiplier
+    c0 = 0.5 * spread * np.abs(size)
+    return Coefficients(
+        a=size * delta * move,
+        b=0.5 * size * gamma * move * move,
+        c0=c0,
+        e=c0 * (spread_mult - 1.0),
+    )
+
+
+def worst_pnl(coef: Coefficients, profile: np.ndarray) -> np.ndarray:
+    """Minimum of each row's P&L over the grid, at lam = 1."""
+    grid = np.unique(profile)  # ascending
+    linear = coef.a - coef.e
+    candidates = [np.full_like(linear, grid[0]), np.full_like(linear, grid[-1])]
+    if len(grid) > 2:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            vertex = np.where(coef.b > 0, -linear / (2.0 * coef.b), grid[0])
+        right = np.clip(np.searchsorted(grid, vertex), 1, len(grid) - 1)
+        candidates += [grid[right - 1], grid[right]]
+    g = np.stack(candidates, axis=1)
+    pnl = linear[:, None] * g + coef.b[:, None] * g * g - coef.c0[:, None]
+    return pnl.min(axis=1)
+
+
+def first_breach_scale(coef: Coefficients, profile: np.ndarray, max_loss: np.ndarray) -> np.ndarray:
+    """Smallest lam >= 0 at which some grid point loses more than ``max_loss``; inf if none.
+
+    At each grid point the condition is a quadratic in lam, G lam^2 + A lam + K < 0 with
+    A = a g, G = b g^2, K = max_loss - c0 - e g, solved in closed form (the cancellation-free
+    root), then minimised over the grid. A NaN ``max_loss`` (no VaR) never breaches.
+    """
+    grid = np.unique(profile)
+    out = np.empty(len(coef.a))
+    for start in range(0, len(coef.a), _CHUNK_ROWS):
+        rows = slice(start, start + _CHUNK_ROWS)
+        A = coef.a[rows, None] * grid
+        G = coef.b[rows, None] * grid * grid
+        K = max_loss[rows, None] - coef.c0[rows, None] - coef.e[rows, None] * grid
+        out[rows] = _smallest_negative_root(A, G, K).min(axis=1)
+    return out
+
+
+def _smallest_negative_root(A: np.ndarray, G: np.ndarray, K: np.ndarray) -> np.ndarray:
+    """Infimum of {lam >= 0 : G lam^2 + A lam + K < 0}, elementwise (inf if empty)."""
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        root_disc = np.sqrt(np.maximum(A * A - 4.0 * G * K, 0.0))
+        near = 2.0 * K / (root_disc - A)  # the smaller root when A < 0, no cancellation
+        far = (A + root_disc) / (-2.0 * G)  # the positive root when G < 0 and A > 0
+        convex = np.where((A < 0) & ((G == 0) | (A * A - 4.0 * G * K > 0)), near, np.inf)
+        concave = np.where(A > 0, far, np.where(K == 0, 0.0, near))
+        lam = np.where(G < 0, concave, convex)
+    lam = np.where(K < 0, 0.0, lam)  # already beyond the limit before any shock
+    return np.where(np.isnan(lam), np.inf, lam)
+
+
+def stress(
+    coef: Coefficients,
+    gamma_move: np.ndarray,
+    position_var: np.ndarray,
+    equity: float,
+    book_var: float | None,
+    profile: np.ndarray,
+    limits: Limits,
+) -> EngineOutput:
+    """All metrics of model.md for every symbol and the portfolio.
+
+    ``gamma_move`` is |gamma * dP| at g = 1 per symbol (the delta change before the profile).
+    """
+    worst = worst_pnl(coef, profile)
+    loss = np.maximum(0.0, -worst)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        var_ratio = loss / position_var
+    peak_g = float(np.abs(profile).max())
+    delta_change = gamma_move * peak_g
+
+    n = len(coef.a)
+    drawdown_limit = np.full(n, limits.max_drawdown_pct * equity)
+    headroom = np.minimum(
+        first_breach_scale(coef, profile, drawdown_limit),
+        first_breach_scale(coef, profile, limits.max_var_multiplier * position_var),
+    )
+    with np.errstate(divide="ignore"):
+        headroom = np.minimum(headroom, limits.max_position_delta / delta_change)
+    headroom = np.minimum(headroom, HEADROOM_CAP)
+
+    book = coef.total()
+    book_worst = float(worst_pnl(book, profile)[0])
+    book_loss = max(0.0, -book_worst)
+    book_limit = np.array([limits.max_drawdown_pct * equity])
+    book_headroom = first_breach_scale(book, profile, book_limit)[0]
+    if book_var is not None:
+        var_limit = np.array([limits.max_var_multiplier * book_var])
+        book_headroom = min(book_headroom, first_breach_scale(book, profile, var_limit)[0])
+    return EngineOutput(
+        worst_pnl=worst,
+        drawdown_pct=loss / equity,
+        var_ratio=var_ratio,
+        delta_change=delta_change,
+        headroom=headroom,
+        portfolio_worst_pnl=book_worst,
+        portfolio_drawdown_pct=book_loss / equity,
+        portfolio_var_ratio=book_loss / book_var if book_var is not None else float("nan"),
+        portfolio_headroom=float(min(book_headroom, HEADROOM_CAP)),
+    )

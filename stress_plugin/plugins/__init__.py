@@ -1,0 +1,267 @@
+"""The plugin manager and the one facade the runner, CLI and service call plugins through.
+
+Built-in plugins (``riskagent_v2``, ``pagerduty``, ``embedded_host``) live beside this file and
+are registered through the same ``stress_plugin`` entry-point group as third-party ones, so each
+can be listed and blocked by name. Every hook implementation is called on its own: an exception
+in one is logged and counted, and never stops the others.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import logging
+import time
+from collections import Counter
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor, wait
+from dataclasses import dataclass
+from importlib.metadata import Distribution
+from typing import Any
+
+import pluggy
+
+import stress_hookspecs
+from stress_hookspecs import PROJECT_NAME, Breach, Limits, RiskEvent, StressResult
+from stress_plugin.errors import NO_VALUE, PluginError
+
+log = logging.getLogger("stress_runner.plugins")
+
+HOOK_NAMES = (
+    "stress_scenarios",
+    "stress_book",
+    "stress_limits",
+    "stress_evaluate",
+    "stress_bus_publish",
+    "stress_alert",
+)
+ALERT_TIMEOUT_S = 30.0
+"""How long one alert sink may take before the run stops waiting for it."""
+
+
+@dataclass(frozen=True, slots=True)
+class PluginInfo:
+    name: str
+    distribution: str
+    version: str
+    hooks: tuple[str, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "distribution": self.distribution,
+                "version": self.version, "hooks": list(self.hooks)}
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """The outcome of one plugin's call: ``error`` is None when it succeeded."""
+
+    plugin: str
+    error: str | None
+    duration_ms: float
+
+
+def build_manager(disabled: Iterable[str] = (), *, entry_points: bool = True
+                  ) -> tuple[pluggy.PluginManager, dict[str, Distribution]]:
+    """One PluginManager with the contract and every plugin of the entry-point group.
+
+    Loads entry points one by one (rather than pluggy's loader) so that a plugin that fails to
+    import is named in the error; the operator can then block it with STRESS_DISABLE_PLUGINS.
+    """
+    pm = pluggy.PluginManager(PROJECT_NAME)
+    pm.add_hookspecs(stress_hookspecs)
+    for name in disabled:
+        pm.set_blocked(name)
+    dists: dict[str, Distribution] = {}
+    for ep in importlib.metadata.entry_points(group=PROJECT_NAME) if entry_points else ():
+        if pm.is_blocked(ep.name) or pm.has_plugin(ep.name):
+            continue
+        where = f"plugin {ep.name} ({ep.value})"
+        try:
+            plugin = ep.load()
+            pm.register(plugin, name=ep.name)
+        except pluggy.PluginValidationError as exc:
+            raise PluginError(where, None, NO_VALUE, str(exc)) from None
+        except Exception as exc:
+            raise PluginError(where, None, NO_VALUE, f"failed to load: {exc!r}; block it with "
+                              f"STRESS_DISABLE_PLUGINS={ep.name}") from None
+        if ep.dist is not None:
+            dists[ep.name] = ep.dist
+    check(pm)
+    return pm, dists
+
+
+def check(pm: pluggy.PluginManager) -> None:
+    """Fail loudly on a misspelled hook or a hook wrapper (calls are made one by one)."""
+    try:
+        pm.check_pending()
+    except pluggy.PluginValidationError as exc:
+        name = pm.get_name(exc.plugin) or repr(exc.plugin)
+        raise PluginError(f"plugin {name}", None, NO_VALUE, str(exc)) from None
+    for name in HOOK_NAMES:
+        for impl in getattr(pm.hook, name).get_hookimpls():
+            if impl.hookwrapper or impl.wrapper:
+                raise PluginError(f"plugin {impl.plugin_name}", name, NO_VALUE,
+                                  "hook wrappers are not supported by stress_plugin hooks")
+
+
+class Plugins:
+    """Typed access to the hooks; isolation, timing, counting and tracing live here only."""
+
+    def __init__(self, pm: pluggy.PluginManager, *, trace: bool = False,
+                 alert_timeout_s: float = ALERT_TIMEOUT_S,
+                 distributions: dict[str, Distribution] | None = None) -> None:
+        self.pm = pm
+        self.distributions = distributions or {}
+        self.trace = trace
+        self.alert_timeout_s = alert_timeout_s
+        self.errors: Counter[str] = Counter()
+        """Failed calls per plugin name, since this facade was made."""
+
+    @classmethod
+    def load(cls, disabled: Iterable[str] = (), *, trace: bool = False) -> Plugins:
+        pm, dists = build_manager(disabled)
+        return cls(pm, trace=trace, distributions=dists)
+
+    def register(self, plugin: object, name: str | None = None) -> None:
+        """Add a plugin object by hand (a host embedding the runner, or a test)."""
+        registered = self.pm.register(plugin, name=name)
+        try:
+            check(self.pm)
+        except PluginError:
+            self.pm.unregister(name=registered)
+            raise
+
+    # -- the hooks ----------------------------------------------------------------------------
+
+    def scenarios(self) -> list[tuple[str, Any]]:
+        """Every scenario definition offered, as (plugin name, path or mapping)."""
+        found = []
+        for plugin, answer in self._each("stress_scenarios", {}):
+            if answer is None:
+                continue
+            if not isinstance(answer, list | tuple):
+                self._fail(plugin, "stress_scenarios", f"returned {type(answer).__name__}, "
+                           "not a list")
+                continue
+            found += [(plugin, item) for item in answer]
+        return found
+
+    def book(self) -> tuple[str, Any] | None:
+        """The first non-None book, as (plugin name, answer)."""
+        return self._first("stress_book", {})
+
+    def limits(self) -> tuple[str, Any] | None:
+        return self._first("stress_limits", {})
+
+    def evaluate(self, result: StressResult, limits: Limits) -> list[Breach]:
+        """The merged breaches of every evaluator, identical ones once."""
+        breaches: dict[Breach, None] = {}
+        for plugin, answer in self._each("stress_evaluate", {"result": result, "limits": limits}):
+            if answer is None:
+                continue
+            if not isinstance(answer, list | tuple) or not all(
+                isinstance(b, Breach) for b in answer
+            ):
+                self._fail(plugin, "stress_evaluate", "must return a list of Breach")
+                continue
+            breaches.update(dict.fromkeys(answer))
+        return list(breaches)
+
+    def bus_publish(self, event: RiskEvent) -> list[Delivery]:
+        return self._deliver_each("stress_bus_publish", {"event": event})
+
+    def alert(self, report: StressResult) -> list[Delivery]:
+        """Every sink at once, each in a worker; a hung sink is abandoned after the timeout."""
+        impls = self._impls("stress_alert")
+        if not impls:
+            return []
+        kwargs = {"report": report}
+        pool = ThreadPoolExecutor(max_workers=len(impls), thread_name_prefix="stress-alert")
+        started = time.perf_counter()
+        futures = {pool.submit(self._call, impl, "stress_alert", kwargs): impl for impl in impls}
+        wait(futures, timeout=self.alert_timeout_s)
+        pool.shutdown(wait=False, cancel_futures=True)
+        deliveries = []
+        for future, impl in futures.items():
+            if future.done():
+                ok, _, ms = future.result()
+                error = None if ok else "failed"
+            else:
+                ms = (time.perf_counter() - started) * 1000
+                error = f"timed out after {self.alert_timeout_s:g} s"
+                self._fail(impl.plugin_name, "stress_alert", error)
+            deliveries.append(Delivery(impl.plugin_name, error, ms))
+        return deliveries
+
+    # -- listing --------------------------------------------------------------------------------
+
+    def describe(self) -> list[PluginInfo]:
+        """Name, distribution, version and hooks of every registered plugin."""
+        infos = []
+        for name, plugin in self.pm.list_name_plugin():
+            if plugin is None:  # blocked
+                continue
+            hooks = tuple(sorted(h.name for h in self.pm.get_hookcallers(plugin) or ()))
+            dist = self.distributions.get(name)
+            infos.append(PluginInfo(
+                name=name,
+                distribution=dist.metadata["name"] if dist else "-",
+                version=dist.version if dist else "-",
+                hooks=hooks,
+            ))
+        return sorted(infos, key=lambda info: info.name)
+
+    def blocked(self) -> list[str]:
+        return sorted(name for name, plugin in self.pm.list_name_plugin() if plugin is None)
+
+    # -- mechanics ------------------------------------------------------------------------------
+
+    def _impls(self, hook: str) -> list[pluggy.HookImpl]:
+        """Implementations in pluggy's call order (tryfirst first, trylast last)."""
+        return list(reversed(getattr(self.pm.hook, hook).get_hookimpls()))
+
+    def _call(self, impl: pluggy.HookImpl, hook: str, kwargs: dict[str, Any]
+              ) -> tuple[bool, Any, float]:
+        started = time.perf_counter()
+        try:
+            answer = impl.function(*(kwargs[arg] for arg in impl.argnames))
+        except Exception as exc:
+            ms = (time.perf_counter() - started) * 1000
+            self._fail(impl.plugin_name, hook, f"raised {exc!r}", exc_info=exc)
+            return False, None, ms
+        ms = (time.perf_counter() - started) * 1000
+        if self.trace:
+            log.info("plugin call: %s.%s(%s) -> %r in %.3f ms", impl.plugin_name, hook,
+                     ", ".join(kwargs), _short(answer), ms)
+        return True, answer, ms
+
+    def _each(self, hook: str, kwargs: dict[str, Any]) -> list[tuple[str, Any]]:
+        results = []
+        for impl in self._impls(hook):
+            ok, answer, _ = self._call(impl, hook, kwargs)
+            if ok:
+                results.append((impl.plugin_name, answer))
+        return results
+
+    def _first(self, hook: str, kwargs: dict[str, Any]) -> tuple[str, Any] | None:
+        for impl in self._impls(hook):
+            ok, answer, _ = self._call(impl, hook, kwargs)
+            if ok and answer is not None:
+                return impl.plugin_name, answer
+        return None
+
+    def _deliver_each(self, hook: str, kwargs: dict[str, Any]) -> list[Delivery]:
+        deliveries = []
+        for impl in self._impls(hook):
+            ok, _, ms = self._call(impl, hook, kwargs)
+            deliveries.append(Delivery(impl.plugin_name, None if ok else "failed", ms))
+        return deliveries
+
+    def _fail(self, plugin: str, hook: str, problem: str,
+              exc_info: BaseException | None = None) -> None:
+        self.errors[plugin] += 1
+        log.error("plugin %s failed in %s: %s", plugin, hook, problem, exc_info=exc_info)
+
+
+def _short(value: Any, limit: int = 200) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "..."

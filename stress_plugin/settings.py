@@ -1,0 +1,81 @@
+"""Every environment variable the runner reads, parsed and checked in one place."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from stress_plugin.errors import ConfigError
+
+PD_EVENTS_URL_DEFAULT = "https://events.pagerduty.com/v2/enqueue"
+SECRET_VARIABLES = frozenset({"PD_ROUTING_KEY", "STRESS_API_TOKEN"})
+
+
+class Settings(BaseSettings):
+    """The runbook's variables and ours; names match the environment variables."""
+
+    model_config = SettingsConfigDict(case_sensitive=False, extra="ignore", frozen=True)
+
+    pd_routing_key: SecretStr | None = None
+    """PagerDuty Events API v2 routing key; paging is off without it."""
+    pd_events_url: str = PD_EVENTS_URL_DEFAULT
+    """Events API enqueue URL (the EU endpoint, or a local server in tests)."""
+    pd_auto_resolve: bool = True
+    """Resolve the PagerDuty incident on the first passing run after a breach."""
+    pd_runbook_url: str | None = None
+    """Runbook link shown on every page; none when unset."""
+    pd_dashboard_url: str | None = None
+    """Dashboard (Grafana) link shown on every page; none when unset."""
+    stress_enabled: bool = True
+    market_hours_only: bool = True
+    stress_max_symbols: int = Field(100, gt=0)
+    """Symbols stressed per run; the largest gross notionals are kept."""
+    stress_max_runtime_ms: float = Field(50.0, gt=0)
+    """Runtime budget of one run; exceeding it is logged, not fatal."""
+    stress_api_token: SecretStr | None = None
+    stress_db: Path | None = None
+    """SQLite file of the store; default under the user's state directory."""
+    stress_disable_plugins: str = ""
+    """Comma-separated entry-point names of plugins not to load."""
+    stress_scenarios: str = ""
+    """Extra scenario YAML files, separated by the OS path separator (':' on Linux)."""
+    stress_trace_plugins: bool = False
+    """Log every plugin call with its arguments, answer and duration."""
+
+    @field_validator("pd_events_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must be an http:// or https:// URL")
+        return value
+
+    @property
+    def disabled_plugins(self) -> list[str]:
+        return [name.strip() for name in self.stress_disable_plugins.split(",") if name.strip()]
+
+    @property
+    def scenario_files(self) -> list[Path]:
+        import os
+
+        return [Path(p) for p in self.stress_scenarios.split(os.pathsep) if p.strip()]
+
+    @property
+    def db_path(self) -> Path:
+        if self.stress_db is not None:
+            return self.stress_db
+        from platformdirs import user_state_path
+
+        return user_state_path("stress-plugin") / "stress.db"
+
+
+def load_settings() -> Settings:
+    """Read the environment now; a bad value raises ConfigError naming the variable."""
+    try:
+        return Settings()
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        variable = str(error["loc"][0]).upper() if error["loc"] else "environment"
+        value = "<redacted>" if variable in SECRET_VARIABLES else error.get("input")
+        raise ConfigError("environment", variable, value, error["msg"]) from None

@@ -1,0 +1,64 @@
+"""Shared fixtures. Tests never pick up whatever plugins happen to be installed: runners are
+built from the built-in plugins and the flash_crash pack only, plus what a test registers."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+import stress_pack_flash_crash
+from stress_plugin.plugins import Plugins, build_manager, riskagent_v2
+from stress_plugin.plugins.embedded_host import EmbeddedHost
+from stress_plugin.runner import StressRunner
+from stress_plugin.settings import load_settings
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """No stray PD_*/STRESS_* variable from the machine; the store in a temp dir."""
+    for name in list(os.environ):
+        if name.startswith(("PD_", "STRESS_")) or name in ("MARKET_HOURS_ONLY",):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("STRESS_DB", str(tmp_path / "stress.db"))
+
+
+@pytest.fixture
+def host() -> EmbeddedHost:
+    return EmbeddedHost()
+
+
+@pytest.fixture
+def make_runner(host: EmbeddedHost) -> Callable[..., StressRunner]:
+    """A runner with the evaluator, the embedded host, the pack and the given extra plugins."""
+
+    def make(*extra: object, **named: object) -> StressRunner:
+        pm, _ = build_manager(entry_points=False)
+        plugins = Plugins(pm, alert_timeout_s=2.0)
+        plugins.register(riskagent_v2, "riskagent_v2")
+        plugins.register(host, "embedded_host")
+        plugins.register(stress_pack_flash_crash, "flash_crash")
+        for i, plugin in enumerate(extra):
+            plugins.register(plugin, f"extra{i}")
+        for name, plugin in named.items():
+            plugins.register(plugin, name)
+        return StressRunner(plugins=plugins, settings=load_settings())
+
+    return make
+
+
+def position(symbol: str = "MES", quantity: float = 5, price: float = 6000.0,
+             spread: float = 0.25, multiplier: float = 5, **extra: float) -> dict:
+    return {"symbol": symbol, "quantity": quantity, "price": price, "spread": spread,
+            "multiplier": multiplier, **extra}
+
+
+def book(*positions: dict, equity: float = 100_000, var: float | None = None) -> dict:
+    data: dict = {"equity": equity, "positions": list(positions)}
+    if var is not None:
+        data["var"] = var
+    return data

@@ -1,0 +1,164 @@
+"""The engine against model.md's formulas, worked by hand and by a plain per-point loop."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from stress_hookspecs import Limits
+from stress_plugin import engine
+
+DEFAULT = Limits()
+
+
+def run(q, P, h, m, d=1.0, c=0.0, v=math.nan, *, E=100_000.0, V=None, s=-0.03, k=3.0,
+        recovery="linear", steps=60, limits=DEFAULT):
+    arr = [np.atleast_1d(np.asarray(x, dtype=float)) for x in (q, P, h, m, d, c, v)]
+    n = max(len(a) for a in arr)
+    q, P, h, m, d, c, v = (np.broadcast_to(a, (n,)).copy() for a in arr)
+    shocks = np.full(n, s) if np.isscalar(s) else np.asarray(s, dtype=float)
+    coef = engine.coefficients(q, P, h, m, d, c, shocks, k)
+    profile = engine.recovery_profile(recovery, steps)
+    return engine.stress(coef, np.abs(c * P * shocks), v, E, V, profile, limits)
+
+
+def reference_pnl(q, P, h, m, d, c, s, k, g):
+    """model.md verbatim: one P&L path, point by point."""
+    path = []
+    for gt in g:
+        dP = P * s * gt
+        spread_t = h * (1 + (k - 1) * gt)
+        path.append(q * m * (d * dP + 0.5 * c * dP**2) - 0.5 * spread_t * abs(q) * m)
+    return path
+
+
+def test_worked_example_single_long():
+    out = run(5, 6000, 0.25, 5, v=3000)
+    assert out.worst_pnl[0] == pytest.approx(-4509.375, abs=1e-9)
+    assert out.drawdown_pct[0] == pytest.approx(0.04509375, abs=1e-12)
+    assert out.var_ratio[0] == pytest.approx(1.503125, abs=1e-12)
+    assert out.delta_change[0] == 0
+    assert out.headroom[0] == pytest.approx(4990.625 / 4500, rel=1e-9)
+    assert out.portfolio_headroom == pytest.approx(4990.625 / 4500, rel=1e-9)
+
+
+def test_worked_example_six_contracts_breaches_drawdown():
+    out = run(6, 6000, 0.25, 5, v=3000)
+    assert out.worst_pnl[0] == pytest.approx(-5411.25, abs=1e-9)
+    assert out.drawdown_pct[0] == pytest.approx(0.0541125, abs=1e-12)
+    assert out.headroom[0] < 1
+
+
+def test_short_puts_delta_limit_binds():
+    # facts.md: short 10 MES 5900 puts.
+    out = run(-10, 5987.5, 0.5, 5, d=-0.40, c=0.0012, v=3000)
+    assert out.worst_pnl[0] == pytest.approx(-4597.954, abs=1e-3)
+    assert out.delta_change[0] == pytest.approx(0.21555, abs=1e-9)
+    assert out.headroom[0] == pytest.approx(0.463929, abs=1e-6)
+    assert out.headroom[0] == pytest.approx(0.10 / 0.21555, rel=1e-9)
+
+
+def test_short_futures_gain_in_a_crash_and_lose_only_the_spread():
+    out = run(-4, 2400, 0.10, 5)
+    # worst at the end of the window, g = 0: just the normal half spread
+    assert out.worst_pnl[0] == pytest.approx(-0.5 * 0.10 * 4 * 5)
+    assert out.headroom[0] == engine.HEADROOM_CAP
+
+
+@pytest.mark.parametrize(("recovery", "worst", "t_worst"),
+                         [("linear", -50.707, 54), ("exponential", -50.718, 45)])
+def test_long_straddles_worst_point_inside_the_window(recovery, worst, t_worst):
+    # facts.md: long 10 straddles, the worst point lies inside the window.
+    out = run(10, 5987.5, 1.0, 5, d=0.05, c=0.003, recovery=recovery)
+    assert out.worst_pnl[0] == pytest.approx(worst, abs=1e-3)
+    g = engine.recovery_profile(recovery, 60)
+    path = reference_pnl(10, 5987.5, 1.0, 5, 0.05, 0.003, -0.03, 3.0, g)
+    assert int(np.argmin(path)) == t_worst
+    assert out.worst_pnl[0] == pytest.approx(min(path), rel=1e-12)
+
+
+def test_none_recovery_holds_the_shock_for_the_whole_window():
+    out = run(5, 6000, 0.25, 5, recovery="none")
+    assert out.worst_pnl[0] == pytest.approx(-4509.375)
+    assert engine.recovery_profile("none", 60).tolist() == [1.0] * 61
+
+
+def test_exponential_profile_is_95_percent_recovered_at_T():
+    g = engine.recovery_profile("exponential", 60)
+    assert g[0] == 1 and g[-1] == pytest.approx(math.exp(-3))
+    assert len(g) == 61
+
+
+def test_symbol_shocks_replace_the_scenario_shock():
+    out = run([5, 5], [6000, 6000], 0.25, 5, s=np.array([-0.03, -0.10]))
+    assert out.worst_pnl[0] == pytest.approx(-4509.375)
+    assert out.worst_pnl[1] == pytest.approx(-25 * 600 - 9.375)
+
+
+def test_portfolio_var_ratio_and_headroom():
+    out = run([5, -2], [6000, 2400], [0.25, 0.1], 5, E=100_000, V=2000)
+    loss = 4509.375 - (2 * 5 * 72 - 0.5 * 0.3 * 2 * 5)
+    assert out.portfolio_worst_pnl == pytest.approx(-loss)
+    assert out.portfolio_var_ratio == pytest.approx(loss / 2000)
+    # VaR binds for the book: lam * (4500 - 720) + 9.375 + 1.5 = 4000
+    assert out.portfolio_headroom == pytest.approx((4000 - 10.875) / 3780, rel=1e-9)
+
+
+def test_spread_alone_beyond_the_limit_gives_zero_headroom():
+    out = run(1000, 100, 5.0, 1, E=1000)  # half of 3x spread on 1000 units: 7,500 > 50
+    assert out.headroom[0] == 0.0
+
+
+def test_headroom_is_capped():
+    out = run(1, 6000, 0.25, 5, E=1e9)
+    assert out.headroom[0] == engine.HEADROOM_CAP
+
+
+def _brute_headroom(q, P, h, m, d, c, v, E, s, k, g, limits):
+    """Bisection on the plain loop: smallest lam where some limit is exceeded."""
+
+    def breached(lam):
+        loss = max(0.0, -min(reference_pnl(q, P, h, m, d, c, s * lam, k, g)))
+        if loss > limits.max_drawdown_pct * E:
+            return True
+        if not math.isnan(v) and loss > limits.max_var_multiplier * v:
+            return True
+        return abs(c * P * s * lam) * max(abs(x) for x in g) > limits.max_position_delta
+
+    if breached(0.0):
+        return 0.0
+    if not breached(100.0):
+        return 100.0
+    lo, hi = 0.0, 100.0
+    for _ in range(80):
+        mid = (lo + hi) / 2
+        lo, hi = (lo, mid) if breached(mid) else (mid, hi)
+    return hi
+
+
+@pytest.mark.parametrize("recovery", ["linear", "exponential", "none"])
+def test_random_books_match_the_plain_loop(recovery):
+    rng = np.random.default_rng(7)
+    n = 40
+    q = rng.choice([-1, 1], n) * rng.integers(1, 50, n)
+    P = rng.uniform(10, 10_000, n)
+    h = rng.uniform(0, 2, n)
+    m = rng.choice([1, 2, 5, 50, 100], n).astype(float)
+    d = rng.uniform(-1, 1, n)
+    c = rng.uniform(-0.002, 0.004, n) * (rng.random(n) < 0.6)
+    v = np.where(rng.random(n) < 0.7, rng.uniform(500, 20_000, n), np.nan)
+    s = rng.uniform(-0.2, 0.2, n)
+    E = 1_000_000.0
+    out = run(q, P, h, m, d, c, v, E=E, s=s, recovery=recovery, k=2.5)
+    g = engine.recovery_profile(recovery, 60)
+    for i in range(n):
+        path = reference_pnl(q[i], P[i], h[i], m[i], d[i], c[i], s[i], 2.5, g)
+        assert out.worst_pnl[i] == pytest.approx(min(path), rel=1e-12, abs=1e-9)
+        expected = _brute_headroom(q[i], P[i], h[i], m[i], d[i], c[i], v[i], E, s[i], 2.5, g,
+                                   DEFAULT)
+        assert out.headroom[i] == pytest.approx(expected, rel=1e-6, abs=1e-9)
+    book_path = np.sum([reference_pnl(q[i], P[i], h[i], m[i], d[i], c[i], s[i], 2.5, g)
+                        for i in range(n)], axis=0)
+    assert out.portfolio_worst_pnl == pytest.approx(book_path.min(), rel=1e-12)

@@ -1,0 +1,257 @@
+"""StressRunner.run_once: numbers, the KILL_SWITCH path, plugin isolation, cap and limits."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+import pytest
+
+from conftest import book, position
+from stress_hookspecs import Breach, Limits, RiskEvent, StressResult, hookimpl
+from stress_plugin.errors import BookError, PluginError, ScenarioError
+
+WORKED = book(position(var=3000))  # model.md: E 100,000, 5 MES long
+BREACHING = book(position(quantity=6, var=3000))  # the same with 6 contracts
+
+
+class Recorder:
+    """A host bus and an alert sink that record the order of calls."""
+
+    def __init__(self, calls: list) -> None:
+        self.calls = calls
+
+    @hookimpl
+    def stress_bus_publish(self, event: RiskEvent) -> None:
+        self.calls.append(("bus", event))
+
+    @hookimpl
+    def stress_alert(self, report: StressResult) -> None:
+        self.calls.append(("alert", report))
+
+
+def test_worked_example_result_shape(make_runner):
+    result = make_runner().run_once(book=WORKED)
+    data = result.to_dict()
+    assert set(data) >= {"run_id", "scenario", "timestamp", "symbols_tested", "breach_count",
+                         "breached_symbols", "breaches", "kill_switch", "runtime_ms",
+                         "portfolio", "symbols", "skipped_symbols", "headroom"}
+    assert data["scenario"] == "flash_crash_lite"
+    assert data["timestamp"].endswith("Z") and data["timestamp"][10] == "T"
+    assert data["symbols_tested"] == 1 and data["breach_count"] == 0
+    assert data["kill_switch"] is False
+    mes = data["symbols"]["MES"]
+    assert mes["worst_pnl"] == pytest.approx(-4509.375)
+    assert mes["drawdown_pct"] == pytest.approx(0.04509375)
+    assert mes["var_ratio"] == pytest.approx(1.503125)
+    assert mes["delta_change"] == 0
+    assert mes["headroom"] == pytest.approx(1.109027777, rel=1e-6)
+    assert data["portfolio"]["var_ratio"] is None  # no book VaR given
+    assert data["headroom"] == pytest.approx(mes["headroom"])
+
+
+def test_breach_publishes_kill_switch_before_any_alert(make_runner, host, caplog):
+    calls: list = []
+    runner = make_runner(Recorder(calls))
+    with caplog.at_level(logging.INFO, logger="stress_runner"):
+        result = runner.run_once(book=BREACHING)
+    assert result.kill_switch and result.breach_count == 2  # MES and PORTFOLIO
+    assert result.breached_symbols == ["MES", "PORTFOLIO"]
+    assert Breach("MES", "max_drawdown_pct", pytest.approx(0.0541125), 0.05) in result.breaches
+    assert [kind for kind, _ in calls] == ["bus", "alert"]
+    event = calls[0][1]
+    assert (event.type, event.scenario, event.symbols, event.run_id) == (
+        "KILL_SWITCH", "flash_crash_lite", ("MES", "PORTFOLIO"), result.run_id)
+    assert host.halt is not None and host.halt.run_id == result.run_id
+    assert "KILL_SWITCH triggered" in caplog.text and "MES,PORTFOLIO" in caplog.text
+    assert "symbols_tested=1" in caplog.text
+
+
+def test_passing_run_still_reports_to_sinks_without_kill_switch(make_runner, host):
+    calls: list = []
+    make_runner(Recorder(calls)).run_once(book=WORKED)
+    assert [kind for kind, _ in calls] == ["alert"]
+    assert calls[0][1].breach_count == 0
+    assert host.halt is None
+
+
+class Raising:
+    @hookimpl
+    def stress_bus_publish(self, event):
+        raise RuntimeError("bus down")
+
+    @hookimpl
+    def stress_alert(self, report):
+        raise RuntimeError("sink down")
+
+
+def test_a_raising_plugin_stops_neither_the_kill_switch_nor_other_sinks(make_runner, host,
+                                                                        caplog):
+    calls: list = []
+    runner = make_runner(Raising(), Recorder(calls))
+    result = runner.run_once(book=BREACHING)
+    assert result.kill_switch
+    assert [kind for kind, _ in calls] == ["bus", "alert"]
+    assert host.halt is not None
+    assert runner.plugins.errors["extra0"] == 2
+    assert "bus down" in caplog.text and "sink down" in caplog.text
+
+
+def test_a_hung_sink_is_abandoned_after_its_timeout(make_runner):
+    release = threading.Event()
+
+    class Hung:
+        @hookimpl
+        def stress_alert(self, report):
+            release.wait(10)
+
+    calls: list = []
+    runner = make_runner(Hung(), Recorder(calls))
+    runner.plugins.alert_timeout_s = 0.2
+    started = time.monotonic()
+    runner.run_once(book=BREACHING)
+    elapsed = time.monotonic() - started
+    release.set()
+    assert [kind for kind, _ in calls] == ["bus", "alert"]
+    assert runner.plugins.errors["extra0"] == 1
+    assert elapsed < 5  # bounded by the timeout, not by the hung sink
+
+
+def test_bus_failure_everywhere_is_loud(make_runner, caplog):
+    runner = make_runner(Raising())
+    runner.plugins.pm.unregister(name="embedded_host")
+    runner.run_once(book=BREACHING)
+    assert "reached no bus" in caplog.text
+
+
+def test_host_book_wins_over_the_embedded_demo_book(make_runner):
+    class Host:
+        @hookimpl
+        def stress_book(self):
+            return WORKED
+
+    assert make_runner(Host()).run_once().symbols_tested == 1
+    assert make_runner().run_once().symbols_tested == 5  # the demo book
+
+
+def test_bad_host_book_names_the_plugin(make_runner):
+    class Host:
+        @hookimpl
+        def stress_book(self):
+            return book(position(price=-1))
+
+    with pytest.raises(BookError, match=r"plugin host \(stress_book\): positions\[0\]"):
+        make_runner(host=Host()).run_once()
+
+
+def test_live_limits_from_a_plugin_override_the_scenario(make_runner):
+    class RiskAgent:
+        @hookimpl
+        def stress_limits(self):
+            return {"max_drawdown_pct": 0.04}
+
+    result = make_runner(RiskAgent()).run_once(book=WORKED)
+    assert result.limits == Limits(0.04, 2.0, 0.10)
+    assert result.breached_symbols == ["MES", "PORTFOLIO"]
+
+
+def test_bad_live_limits_are_named(make_runner):
+    class RiskAgent:
+        @hookimpl
+        def stress_limits(self):
+            return {"max_drawdown": 0.04}
+
+    with pytest.raises(PluginError, match=r"plugin riskagent \(stress_limits\): max_drawdown"):
+        make_runner(riskagent=RiskAgent()).run_once(book=WORKED)
+
+
+def test_implementations_may_take_fewer_arguments(make_runner):
+    class Strict:
+        @hookimpl
+        def stress_evaluate(self, result):
+            return [Breach("MES", "house_rule", 1.0, 0.0)]
+
+    result = make_runner(Strict()).run_once(book=WORKED)
+    assert result.breaches == (Breach("MES", "house_rule", 1.0, 0.0),)
+
+
+def test_identical_breaches_from_two_evaluators_count_once(make_runner):
+    from stress_plugin.plugins import riskagent_v2
+
+    class Twin:
+        stress_evaluate = staticmethod(riskagent_v2.stress_evaluate)
+
+    result = make_runner(Twin()).run_once(book=BREACHING)
+    assert len(result.breaches) == 2
+
+
+def test_symbol_cap_keeps_the_largest_gross_notional(make_runner, monkeypatch, caplog):
+    monkeypatch.setenv("STRESS_MAX_SYMBOLS", "2")
+    data = book(position("SMALL", 1, 100, 0, 1), position("BIG", 1, 6000, 0, 5),
+                position("SHORT", -10, 2400, 0, 5), position("MID", 1, 21000, 0, 1))
+    result = make_runner().run_once(book=data)
+    assert list(result.symbols) == ["BIG", "SHORT"]  # 30,000 and 120,000; book order kept
+    assert result.skipped_symbols == ("MID", "SMALL")
+    assert "STRESS_MAX_SYMBOLS=2" in caplog.text
+
+
+def test_symbols_restrict_the_book(make_runner):
+    result = make_runner().run_once(symbols=["MNQ", "MES"])
+    assert list(result.symbols) == ["MNQ", "MES"]
+    with pytest.raises(BookError, match="symbols: not in the book .*'NOPE'"):
+        make_runner().run_once(symbols=["NOPE"])
+
+
+def test_runtime_budget_is_logged_not_fatal(make_runner, monkeypatch, caplog):
+    monkeypatch.setenv("STRESS_MAX_RUNTIME_MS", "0.000001")
+    result = make_runner().run_once(book=WORKED)
+    assert result.runtime_ms > 0
+    assert "exceeded max runtime" in caplog.text
+
+
+def test_scenarios_by_name_path_and_unknown(make_runner, tmp_path):
+    runner = make_runner()
+    assert list(runner.scenarios()) == ["flash_crash_lite"]
+    custom = tmp_path / "deep.yaml"
+    custom.write_text("scenario_name: deep\nprice_shock_pct: -0.10\nspread_mult: 3\n")
+    result = runner.run_once(book=WORKED, scenario=str(custom))
+    assert result.scenario == "deep" and result.breach_count == 2
+    with pytest.raises(ScenarioError, match="unknown scenario.*flash_crash_lite"):
+        runner.run_once(scenario="nope")
+
+
+def test_scenario_mappings_from_plugins_and_duplicates(make_runner):
+    class Pack:
+        @hookimpl
+        def stress_scenarios(self):
+            return [{"scenario_name": "gap_up", "price_shock_pct": 0.05}]
+
+    runner = make_runner(Pack())
+    assert runner.run_once(book=WORKED, scenario="gap_up").scenario == "gap_up"
+
+    class Clash:
+        @hookimpl
+        def stress_scenarios(self):
+            return [{"scenario_name": "flash_crash_lite", "price_shock_pct": -0.5}]
+
+    with pytest.raises(ScenarioError, match="also defined by"):
+        make_runner(Clash()).scenarios()
+
+
+def test_hook_wrappers_and_misspelled_hooks_fail_at_registration(make_runner):
+    class Typo:
+        @hookimpl
+        def stress_alerts(self, report):
+            pass
+
+    with pytest.raises(PluginError, match="plugin extra0: .*stress_alerts"):
+        make_runner(Typo())
+
+    class Wrapper:
+        @hookimpl(wrapper=True)
+        def stress_alert(self, report):
+            return (yield)
+
+    with pytest.raises(PluginError, match="wrappers are not supported"):
+        make_runner(Wrapper())
