@@ -20,7 +20,14 @@ _EXPORTS = {
     "StressError": "stress_plugin.errors",
 }
 
-__all__ = sorted(_EXPORTS)
+__all__ = [
+    "PagerDutyAlerter",
+    "StressError",
+    "StressRunner",
+    "StressScenario",
+    "load_book",
+    "load_settings",
+]
 
 if TYPE_CHECKING:
     from stress_plugin.book import load_book

@@ -16,7 +16,7 @@ import numpy as np
 import yaml
 
 from stress_hookspecs import Book, Position
-from stress_plugin.checks import known_fields, required
+from stress_plugin.checks import known_fields, parse_yaml, required
 from stress_plugin.errors import NO_VALUE, BookError
 
 PORTFOLIO = "PORTFOLIO"
@@ -33,9 +33,10 @@ def load_book(path: str | Path) -> Book:
     except OSError as exc:
         raise BookError(str(path), None, NO_VALUE, f"cannot read: {exc.strerror}") from None
     try:
-        data = json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
+        data = json.loads(text) if path.suffix.lower() == ".json" else parse_yaml(text)
     except (json.JSONDecodeError, yaml.YAMLError) as exc:
-        raise BookError(str(path), None, NO_VALUE, f"invalid {path.suffix[1:] or 'YAML'}: {exc}")
+        raise BookError(str(path), None, NO_VALUE,
+                        f"invalid {path.suffix[1:] or 'YAML'}: {exc}") from None
     book = book_from_mapping(data, str(path))
     BookArrays.from_book(book, str(path))
     return book

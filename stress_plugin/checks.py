@@ -6,7 +6,16 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
+import yaml
+
 from stress_plugin.errors import StressError
+
+_YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+def parse_yaml(text: str) -> Any:
+    """Safe YAML, with libyaml's C loader when present (several times faster)."""
+    return yaml.load(text, Loader=_YAML_LOADER)
 
 
 def number(

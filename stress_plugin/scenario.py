@@ -10,7 +10,7 @@ from typing import Any
 import yaml
 
 from stress_hookspecs import Limits
-from stress_plugin.checks import known_fields, number, required
+from stress_plugin.checks import known_fields, number, parse_yaml, required
 from stress_plugin.errors import NO_VALUE, ScenarioError, StressError
 
 RECOVERY_TYPES = ("linear", "exponential", "none")
@@ -142,6 +142,6 @@ def _read_yaml(path: Path) -> Any:
     except OSError as exc:
         raise ScenarioError(str(path), None, NO_VALUE, f"cannot read: {exc.strerror}") from None
     try:
-        return yaml.safe_load(text)
+        return parse_yaml(text)
     except yaml.YAMLError as exc:
         raise ScenarioError(str(path), None, NO_VALUE, f"invalid YAML: {exc}") from None

@@ -16,7 +16,7 @@ from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from importlib.metadata import Distribution
-from typing import Any
+from typing import Any, Protocol
 
 import pluggy
 
@@ -36,6 +36,14 @@ HOOK_NAMES = (
 )
 ALERT_TIMEOUT_S = 30.0
 """How long one alert sink may take before the run stops waiting for it."""
+
+
+class PluginObserver(Protocol):
+    """Told of every failed plugin call and every alert outcome (the service's metrics)."""
+
+    def plugin_error(self, plugin: str) -> None: ...
+
+    def alert_outcome(self, sink: str, outcome: str) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,8 +116,10 @@ class Plugins:
 
     def __init__(self, pm: pluggy.PluginManager, *, trace: bool = False,
                  alert_timeout_s: float = ALERT_TIMEOUT_S,
-                 distributions: dict[str, Distribution] | None = None) -> None:
+                 distributions: dict[str, Distribution] | None = None,
+                 observer: PluginObserver | None = None) -> None:
         self.pm = pm
+        self.observer = observer
         self.distributions = distributions or {}
         self.trace = trace
         self.alert_timeout_s = alert_timeout_s
@@ -184,12 +194,14 @@ class Plugins:
         for future, impl in futures.items():
             if future.done():
                 ok, _, ms = future.result()
-                error = None if ok else "failed"
+                error, outcome = (None, "ok") if ok else ("failed", "error")
             else:
                 ms = (time.perf_counter() - started) * 1000
-                error = f"timed out after {self.alert_timeout_s:g} s"
+                error, outcome = f"timed out after {self.alert_timeout_s:g} s", "timeout"
                 self._fail(impl.plugin_name, "stress_alert", error)
             deliveries.append(Delivery(impl.plugin_name, error, ms))
+            if self.observer is not None:
+                self.observer.alert_outcome(impl.plugin_name, outcome)
         return deliveries
 
     # -- listing --------------------------------------------------------------------------------
@@ -259,6 +271,8 @@ class Plugins:
     def _fail(self, plugin: str, hook: str, problem: str,
               exc_info: BaseException | None = None) -> None:
         self.errors[plugin] += 1
+        if self.observer is not None:
+            self.observer.plugin_error(plugin)
         log.error("plugin %s failed in %s: %s", plugin, hook, problem, exc_info=exc_info)
 
 

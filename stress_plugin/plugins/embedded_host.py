@@ -34,12 +34,16 @@ class EmbeddedHost:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self.halt: Halt | None = None
+        self._demo_book: Book | None = None
 
     @hookimpl(trylast=True)
     def stress_book(self) -> Book:
-        from stress_plugin.book import load_book
+        """The demo book, read once: it is package data and never changes."""
+        if self._demo_book is None:
+            from stress_plugin.book import load_book
 
-        return load_book(DEMO_BOOK)
+            self._demo_book = load_book(DEMO_BOOK)
+        return self._demo_book
 
     @hookimpl(trylast=True)
     def stress_bus_publish(self, event: RiskEvent) -> None:
