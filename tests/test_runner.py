@@ -199,7 +199,7 @@ def test_symbol_cap_keeps_the_largest_gross_notional(make_runner, monkeypatch, c
 def test_symbols_restrict_the_book(make_runner):
     result = make_runner().run_once(symbols=["MNQ", "MES"])
     assert list(result.symbols) == ["MNQ", "MES"]
-    with pytest.raises(BookError, match="symbols: not in the book .*'NOPE'"):
+    with pytest.raises(BookError, match=r"symbols: not in the book .*'NOPE'"):
         make_runner().run_once(symbols=["NOPE"])
 
 
@@ -217,7 +217,7 @@ def test_scenarios_by_name_path_and_unknown(make_runner, tmp_path):
     custom.write_text("scenario_name: deep\nprice_shock_pct: -0.10\nspread_mult: 3\n")
     result = runner.run_once(book=WORKED, scenario=str(custom))
     assert result.scenario == "deep" and result.breach_count == 2
-    with pytest.raises(ScenarioError, match="unknown scenario.*flash_crash_lite"):
+    with pytest.raises(ScenarioError, match=r"unknown scenario.*flash_crash_lite"):
         runner.run_once(scenario="nope")
 
 
@@ -245,7 +245,7 @@ def test_hook_wrappers_and_misspelled_hooks_fail_at_registration(make_runner):
         def stress_alerts(self, report):
             pass
 
-    with pytest.raises(PluginError, match="plugin extra0: .*stress_alerts"):
+    with pytest.raises(PluginError, match=r"plugin extra0: .*stress_alerts"):
         make_runner(Typo())
 
     class Wrapper:

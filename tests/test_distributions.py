@@ -1,0 +1,136 @@
+"""Real pip installs: the flash_crash pack, and a third-party distribution built here.
+
+Each is installed with pip into a temporary directory (``--target``) and used through a real
+``stress-runner`` process with that directory on PYTHONPATH, so the test venv stays clean.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT
+from test_cli import cli
+
+THIRD_PARTY = {
+    "pyproject.toml": """
+        [build-system]
+        requires = ["setuptools>=64"]
+        build-backend = "setuptools.build_meta"
+
+        [project]
+        name = "stress-thirdparty-demo"
+        version = "2.5.0"
+        dependencies = ["stress-hookspecs"]
+
+        [project.entry-points.stress_plugin]
+        demo = "stress_thirdparty_demo"
+        demo_raising = "stress_thirdparty_demo.raising"
+
+        [tool.setuptools]
+        packages = ["stress_thirdparty_demo"]
+    """,
+    "stress_thirdparty_demo/__init__.py": """
+        import json, os
+        from stress_hookspecs import hookimpl
+
+        def _log(kind, data):
+            with open(os.environ["DEMO_LOG"], "a") as f:
+                f.write(json.dumps({"kind": kind, **data}) + "\\n")
+
+        @hookimpl
+        def stress_scenarios():
+            return [{"scenario_name": "deep_crash", "price_shock_pct": -0.10, "spread_mult": 2}]
+
+        @hookimpl
+        def stress_book():
+            return {"equity": 200000, "positions": [
+                {"symbol": "MNQ", "quantity": 10, "price": 21000, "spread": 0.5,
+                 "multiplier": 2}]}
+
+        @hookimpl
+        def stress_bus_publish(event):
+            _log("bus", event.to_dict())
+
+        @hookimpl
+        def stress_alert(report):
+            _log("alert", report.to_dict())
+    """,
+    "stress_thirdparty_demo/raising.py": """
+        from stress_hookspecs import hookimpl
+
+        @hookimpl
+        def stress_alert(report):
+            raise RuntimeError("demo sink is broken")
+    """,
+}
+
+
+def pip_install_target(source: Path, target: Path) -> None:
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
+         "--target", str(target), str(source)],
+        check=True, capture_output=True, text=True, timeout=300,
+    )
+
+
+@pytest.fixture(scope="module")
+def third_party(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    src = tmp_path_factory.mktemp("src")
+    for name, text in THIRD_PARTY.items():
+        (src / name).parent.mkdir(parents=True, exist_ok=True)
+        (src / name).write_text(textwrap.dedent(text))
+    site = tmp_path_factory.mktemp("site")
+    pip_install_target(src, site)
+    return site
+
+
+def test_pack_is_found_after_a_real_pip_install(tmp_path: Path):
+    site = tmp_path / "site"
+    pip_install_target(ROOT / "scenario_packs" / "flash_crash", site)
+    installed = site / "stress_pack_flash_crash" / "flash_crash.yaml"
+    assert installed.is_file()  # the YAML ships inside the wheel
+    env = {"PYTHONPATH": str(site), "STRESS_DB": str(tmp_path / "s.db")}
+    out = cli("scenarios", "--json", env=env)
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["flash_crash_lite"]["origin"] == str(installed)
+    assert cli("run", "--json", env=env).returncode == 0
+
+
+def test_third_party_pack_sink_bus_and_book_are_used(third_party: Path, tmp_path: Path):
+    log = tmp_path / "demo.log"
+    env = {"PYTHONPATH": str(third_party), "DEMO_LOG": str(log),
+           "STRESS_DB": str(tmp_path / "s.db")}
+    listing = {p["name"]: p for p in json.loads(cli("plugins", "--json", env=env).stdout)[
+        "plugins"]}
+    assert listing["demo"]["distribution"] == "stress-thirdparty-demo"
+    assert listing["demo"]["version"] == "2.5.0"
+    assert listing["demo"]["hooks"] == ["stress_alert", "stress_book", "stress_bus_publish",
+                                        "stress_scenarios"]
+
+    out = cli("run", "--scenario", "deep_crash", "--json", env=env)
+    assert out.returncode == 1, out.stderr
+    result = json.loads(out.stdout)
+    assert list(result["symbols"]) == ["MNQ"]  # the third-party host's book won
+    # 10 MNQ x $2 x 2,100 points + half of a 2x spread: 42,010 = 21% of 200,000
+    assert result["symbols"]["MNQ"]["worst_pnl"] == pytest.approx(-42010.0)
+    events = [json.loads(line) for line in log.read_text().splitlines()]
+    assert [e["kind"] for e in events] == ["bus", "alert"]
+    assert events[0]["type"] == "KILL_SWITCH" and events[0]["run_id"] == result["run_id"]
+    assert "demo sink is broken" in out.stderr  # the raising sink was isolated
+
+
+def test_third_party_plugins_can_be_blocked_by_name(third_party: Path, tmp_path: Path):
+    env = {"PYTHONPATH": str(third_party), "DEMO_LOG": str(tmp_path / "demo.log"),
+           "STRESS_DISABLE_PLUGINS": "demo,demo_raising", "STRESS_DB": str(tmp_path / "s.db")}
+    listing = json.loads(cli("plugins", "--json", env=env).stdout)
+    assert {"demo", "demo_raising"} <= set(listing["blocked"])
+    assert "demo" not in {p["name"] for p in listing["plugins"]}
+    out = cli("run", "--scenario", "deep_crash", env=env)
+    assert out.returncode == 2 and "unknown scenario" in out.stderr
+    assert cli("run", env=env).returncode == 0  # back on the demo book
