@@ -1,0 +1,339 @@
+"""The project's SQLite store: one file, WAL, a versioned schema, and the alert outbox.
+
+One connection guarded by a re-entrant lock serves every thread (the runner's main thread and
+the alert worker threads); ``transaction()`` groups several writes atomically. Other processes
+(the CLI, a second runner) share the file through WAL and ``busy_timeout``.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from stress_plugin.errors import ConfigError
+
+OUTBOX_STATUSES = ("pending", "delivered", "failed")
+
+MIGRATIONS: list[str] = [
+    # 1: the alert outbox and the alert episodes (one open incident per sink and scenario).
+    """
+    CREATE TABLE alert_outbox (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        created_at TEXT NOT NULL,
+        sink TEXT NOT NULL,
+        dedup_key TEXT,
+        event_action TEXT NOT NULL,
+        body TEXT NOT NULL,
+        status TEXT NOT NULL DEFAULT 'pending'
+            CHECK (status IN ('pending', 'delivered', 'failed')),
+        attempts INTEGER NOT NULL DEFAULT 0,
+        last_error TEXT,
+        last_attempt_at TEXT,
+        delivered_at TEXT,
+        scenario TEXT,
+        run_id TEXT
+    );
+    CREATE INDEX alert_outbox_by_status ON alert_outbox (status, sink, id);
+
+    CREATE TABLE alert_episodes (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        sink TEXT NOT NULL,
+        scenario TEXT NOT NULL,
+        dedup_key TEXT NOT NULL,
+        opened_at TEXT NOT NULL,
+        opened_run_id TEXT NOT NULL,
+        last_run_id TEXT NOT NULL,
+        updated_at TEXT NOT NULL,
+        closed_at TEXT,
+        closed_run_id TEXT
+    );
+    CREATE UNIQUE INDEX alert_episodes_one_open
+        ON alert_episodes (sink, scenario) WHERE closed_at IS NULL;
+    """,
+]
+"""Schema scripts in order; ``PRAGMA user_version`` is how many have been applied.
+
+Append new scripts; never edit one that has shipped.
+"""
+
+
+def utc_now() -> str:
+    """ISO 8601 UTC with a ``Z``, to the millisecond: sortable as text."""
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _statements(script: str) -> Iterator[str]:
+    """Split a script into statements (``executescript`` would commit our transaction)."""
+    buffer = ""
+    for part in script.split(";"):
+        buffer += part + ";"
+        if sqlite3.complete_statement(buffer):
+            if buffer.strip(" \t\r\n;"):
+                yield buffer
+            buffer = ""
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxEvent:
+    """One row of the alert outbox; ``body`` is the event without any secret."""
+
+    id: int
+    created_at: str
+    sink: str
+    dedup_key: str | None
+    event_action: str
+    body: dict[str, Any]
+    status: str
+    attempts: int
+    last_error: str | None
+    last_attempt_at: str | None
+    delivered_at: str | None
+    scenario: str | None
+    run_id: str | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in self.__slots__}
+
+    @classmethod
+    def _from_row(cls, row: sqlite3.Row) -> OutboxEvent:
+        data = dict(row)
+        data["body"] = json.loads(data["body"])
+        return cls(**data)
+
+
+@dataclass(frozen=True, slots=True)
+class Episode:
+    """A run of breaches of one scenario that one sink reports as one incident."""
+
+    id: int
+    sink: str
+    scenario: str
+    dedup_key: str
+    opened_at: str
+    opened_run_id: str
+    last_run_id: str
+    updated_at: str
+    closed_at: str | None
+    closed_run_id: str | None
+
+
+class Store:
+    """The SQLite file at ``path`` (created with its parent folders), migrated on open."""
+
+    def __init__(self, path: Path | str, *, busy_timeout: float = 5.0) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.RLock()
+        self._depth = 0
+        self._conn = sqlite3.connect(
+            self.path, timeout=busy_timeout, isolation_level=None, check_same_thread=False
+        )
+        self._conn.row_factory = sqlite3.Row
+        self._conn.execute("PRAGMA journal_mode=WAL")
+        self._conn.execute(f"PRAGMA busy_timeout={int(busy_timeout * 1000)}")
+        self._conn.execute("PRAGMA foreign_keys=ON")
+        self._migrate()
+
+    # -- plumbing ---------------------------------------------------------------------------
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def schema_version(self) -> int:
+        with self._lock:
+            return int(self._conn.execute("PRAGMA user_version").fetchone()[0])
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """All writes inside commit together or not at all; nesting joins the outer one."""
+        with self._lock:
+            if self._depth:
+                self._depth += 1
+                try:
+                    yield self._conn
+                finally:
+                    self._depth -= 1
+                return
+            self._conn.execute("BEGIN IMMEDIATE")
+            self._depth = 1
+            try:
+                yield self._conn
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+            else:
+                self._conn.execute("COMMIT")
+            finally:
+                self._depth = 0
+
+    def _query(self, sql: str, params: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
+        with self._lock:
+            return self._conn.execute(sql, params).fetchall()
+
+    def _migrate(self) -> None:
+        """Apply each missing script in its own transaction, so a crash leaves a known version."""
+        while True:
+            with self.transaction() as conn:
+                version = int(conn.execute("PRAGMA user_version").fetchone()[0])
+                if version > len(MIGRATIONS):
+                    raise ConfigError(
+                        "store",
+                        str(self.path),
+                        version,
+                        f"schema version is newer than this program knows ({len(MIGRATIONS)})",
+                    )
+                if version == len(MIGRATIONS):
+                    return
+                for statement in _statements(MIGRATIONS[version]):
+                    conn.execute(statement)
+                conn.execute(f"PRAGMA user_version = {version + 1}")
+
+    # -- alert outbox -----------------------------------------------------------------------
+
+    def outbox_add(
+        self,
+        sink: str,
+        event_action: str,
+        body: dict[str, Any],
+        *,
+        dedup_key: str | None = None,
+        scenario: str | None = None,
+        run_id: str | None = None,
+    ) -> int:
+        """Queue an event before it is sent; the body must not carry a secret."""
+        if "routing_key" in body:
+            raise ValueError("the outbox never stores a routing key; add it at send time")
+        with self.transaction() as conn:
+            cursor = conn.execute(
+                "INSERT INTO alert_outbox (created_at, sink, dedup_key, event_action, body,"
+                " scenario, run_id) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (
+                    utc_now(),
+                    sink,
+                    dedup_key,
+                    event_action,
+                    json.dumps(body, separators=(",", ":"), allow_nan=False),
+                    scenario,
+                    run_id,
+                ),
+            )
+            return int(cursor.lastrowid or 0)
+
+    def outbox_get(self, event_id: int) -> OutboxEvent | None:
+        rows = self._query("SELECT * FROM alert_outbox WHERE id = ?", (event_id,))
+        return OutboxEvent._from_row(rows[0]) if rows else None
+
+    def outbox_pending(self, sink: str | None = None) -> list[OutboxEvent]:
+        """Pending events, oldest first: the order they must reach the sink in."""
+        return self.outbox_list("pending", sink=sink, newest_first=False)
+
+    def outbox_list(
+        self,
+        status: str | None = None,
+        *,
+        sink: str | None = None,
+        limit: int | None = None,
+        newest_first: bool = True,
+    ) -> list[OutboxEvent]:
+        if status is not None and status not in OUTBOX_STATUSES:
+            raise ValueError(f"status must be one of {', '.join(OUTBOX_STATUSES)}: {status!r}")
+        where, params = [], []
+        if status is not None:
+            where.append("status = ?")
+            params.append(status)
+        if sink is not None:
+            where.append("sink = ?")
+            params.append(sink)
+        sql = "SELECT * FROM alert_outbox"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY id DESC" if newest_first else " ORDER BY id"
+        if limit is not None:
+            sql += f" LIMIT {int(limit)}"
+        return [OutboxEvent._from_row(row) for row in self._query(sql, tuple(params))]
+
+    def outbox_record_attempt(self, event_id: int, error: str | None = None) -> None:
+        """Count one send attempt; ``error`` (already redacted) says why it did not land."""
+        with self.transaction() as conn:
+            conn.execute(
+                "UPDATE alert_outbox SET attempts = attempts + 1, last_attempt_at = ?,"
+                " last_error = COALESCE(?, last_error) WHERE id = ?",
+                (utc_now(), error, event_id),
+            )
+
+    def outbox_mark_delivered(self, event_id: int) -> None:
+        with self.transaction() as conn:
+            conn.execute(
+                "UPDATE alert_outbox SET status = 'delivered', delivered_at = ? WHERE id = ?",
+                (utc_now(), event_id),
+            )
+
+    def outbox_mark_failed(self, event_id: int, error: str) -> None:
+        """A permanent failure (the sink rejected the event): never sent again."""
+        with self.transaction() as conn:
+            conn.execute(
+                "UPDATE alert_outbox SET status = 'failed', last_error = ? WHERE id = ?",
+                (error, event_id),
+            )
+
+    # -- alert episodes ---------------------------------------------------------------------
+
+    def episode_current(self, sink: str, scenario: str) -> Episode | None:
+        rows = self._query(
+            "SELECT * FROM alert_episodes WHERE sink = ? AND scenario = ? AND closed_at IS NULL",
+            (sink, scenario),
+        )
+        return Episode(**dict(rows[0])) if rows else None
+
+    def episode_open(self, sink: str, scenario: str, dedup_key: str, run_id: str) -> Episode:
+        """Start an episode; fails if one is already open for this sink and scenario."""
+        now = utc_now()
+        with self.transaction() as conn:
+            cursor = conn.execute(
+                "INSERT INTO alert_episodes (sink, scenario, dedup_key, opened_at, opened_run_id,"
+                " last_run_id, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (sink, scenario, dedup_key, now, run_id, run_id, now),
+            )
+            episode_id = int(cursor.lastrowid or 0)
+        return Episode(episode_id, sink, scenario, dedup_key, now, run_id, run_id, now, None, None)
+
+    def episode_touch(self, episode_id: int, run_id: str) -> None:
+        """Note another breaching run of an open episode."""
+        with self.transaction() as conn:
+            conn.execute(
+                "UPDATE alert_episodes SET last_run_id = ?, updated_at = ? WHERE id = ?",
+                (run_id, utc_now(), episode_id),
+            )
+
+    def episode_close(self, episode_id: int, run_id: str) -> None:
+        now = utc_now()
+        with self.transaction() as conn:
+            conn.execute(
+                "UPDATE alert_episodes SET closed_at = ?, closed_run_id = ?, updated_at = ?"
+                " WHERE id = ?",
+                (now, run_id, now, episode_id),
+            )
+
+    def episodes(self, sink: str | None = None, *, open_only: bool = False) -> list[Episode]:
+        sql, params = "SELECT * FROM alert_episodes WHERE 1 = 1", []
+        if sink is not None:
+            sql += " AND sink = ?"
+            params.append(sink)
+        if open_only:
+            sql += " AND closed_at IS NULL"
+        return [Episode(**dict(r)) for r in self._query(sql + " ORDER BY id", tuple(params))]

@@ -1,0 +1,233 @@
+"""A real HTTP server on loopback that speaks the PagerDuty Events API v2 contract.
+
+It checks events the way facts.md describes the real endpoint, answers 202 or 400 with
+PagerDuty's bodies, keeps the open/resolved state of alerts by ``dedup_key``, and can be
+scripted to answer the next requests with 429 or 5xx, or be taken down and brought back on
+the same port. Every request is recorded.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import socket
+import threading
+import time
+import uuid
+from collections import deque
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+EVENT_ACTIONS = ("trigger", "acknowledge", "resolve")
+SEVERITIES = ("critical", "error", "warning", "info")
+MAX_EVENT_BYTES = 512 * 1024
+
+
+@dataclass
+class Received:
+    """One request as the server saw it, and what it answered."""
+
+    at: float
+    path: str
+    headers: dict[str, str]
+    raw: bytes
+    body: Any
+    status: int = 0
+    answer: dict[str, Any] = field(default_factory=dict)
+    retry_after: str | None = None
+
+
+@dataclass
+class Scripted:
+    status: int
+    retry_after: str | None = None
+    body: dict[str, Any] | None = None
+
+
+def validate(raw: bytes) -> tuple[Any, list[str]]:
+    """The parsed event and the list of problems (empty when PagerDuty would accept it)."""
+    if len(raw) >= MAX_EVENT_BYTES:
+        return None, [f"Event is {len(raw)} bytes; the limit is {MAX_EVENT_BYTES}"]
+    try:
+        event = json.loads(raw)
+    except ValueError:
+        return None, ["Event is not valid JSON"]
+    if not isinstance(event, dict):
+        return event, ["Event must be a JSON object"]
+    errors = []
+    key = event.get("routing_key")
+    if not isinstance(key, str) or len(key) != 32:
+        errors.append("'routing_key' is missing or not 32 characters")
+    action = event.get("event_action")
+    if action not in EVENT_ACTIONS:
+        errors.append(f"'event_action' must be one of {', '.join(EVENT_ACTIONS)}")
+    dedup_key = event.get("dedup_key")
+    if dedup_key is not None and (not isinstance(dedup_key, str) or len(dedup_key) > 255):
+        errors.append("'dedup_key' must be a string of at most 255 characters")
+    if action in ("acknowledge", "resolve") and not dedup_key:
+        errors.append(f"'dedup_key' is required for {action}")
+    if action == "trigger":
+        payload = event.get("payload")
+        if not isinstance(payload, dict):
+            errors.append("'payload' is missing")
+        else:
+            summary = payload.get("summary")
+            if not isinstance(summary, str) or not summary or len(summary) > 1024:
+                errors.append("'payload.summary' is missing or longer than 1024 characters")
+            if not isinstance(payload.get("source"), str) or not payload["source"]:
+                errors.append("'payload.source' is missing")
+            if payload.get("severity") not in SEVERITIES:
+                errors.append(f"'payload.severity' must be one of {', '.join(SEVERITIES)}")
+    return event, errors
+
+
+class FakePagerDuty:
+    """``with FakePagerDuty() as pd:`` serves on ``pd.url`` until the block ends."""
+
+    def __init__(self) -> None:
+        self.requests: list[Received] = []
+        self.alerts: dict[str, str] = {}
+        """dedup_key -> ``triggered`` or ``resolved``, as PagerDuty would hold them."""
+        self.opened: list[str] = []
+        """dedup_key of every alert opened (a trigger on a new or resolved key)."""
+        self._script: deque[Scripted] = deque()
+        self._connections: set[socket.socket] = set()
+        self._lock = threading.Lock()
+        self._server: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+        self.port = 0
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    def start(self) -> FakePagerDuty:
+        """Listen (again) on the same port: port 0 the first time."""
+        self._server = ThreadingHTTPServer(("127.0.0.1", self.port), self._handler())
+        self._server.daemon_threads = True
+        self.port = self._server.server_address[1]
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True
+        )
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Go down: stop listening and cut kept-alive connections, so clients get errors."""
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+        with self._lock:
+            connections, self._connections = self._connections, set()
+        for connection in connections:
+            with contextlib.suppress(OSError):  # the client may have closed it already
+                connection.shutdown(socket.SHUT_RDWR)
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+            self._thread = None
+
+    def __enter__(self) -> FakePagerDuty:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v2/enqueue"
+
+    # -- scripting and inspection -----------------------------------------------------------
+
+    def fail_next(
+        self,
+        status: int,
+        count: int = 1,
+        *,
+        retry_after: str | None = None,
+        body: dict[str, Any] | None = None,
+    ) -> None:
+        """Answer the next ``count`` requests with ``status`` instead of processing them."""
+        with self._lock:
+            self._script.extend(Scripted(status, retry_after, body) for _ in range(count))
+
+    def accepted(self) -> list[dict[str, Any]]:
+        """The events answered 202, in order."""
+        with self._lock:
+            return [r.body for r in self.requests if r.status == 202]
+
+    # -- the endpoint -----------------------------------------------------------------------
+
+    def _handle(self, path: str, headers: dict[str, str], raw: bytes) -> Received:
+        with self._lock:
+            received = Received(time.monotonic(), path, headers, raw, None)
+            self.requests.append(received)
+            if self._script:
+                scripted = self._script.popleft()
+                received.status = scripted.status
+                received.answer = scripted.body or {
+                    "status": "throttle" if scripted.status == 429 else "error",
+                    "message": "Scripted failure",
+                }
+                received.retry_after = scripted.retry_after
+                return received
+            if path != "/v2/enqueue":
+                received.status, received.answer = 404, {"status": "not found", "message": path}
+                return received
+            event, errors = validate(raw)
+            received.body = event
+            if errors:
+                received.status = 400
+                received.answer = {
+                    "status": "invalid event",
+                    "message": "Event object is invalid",
+                    "errors": errors,
+                }
+                return received
+            dedup_key = event.get("dedup_key") or uuid.uuid4().hex
+            if event["event_action"] == "trigger":
+                if self.alerts.get(dedup_key) != "triggered":
+                    self.opened.append(dedup_key)
+                self.alerts[dedup_key] = "triggered"
+            elif event["event_action"] == "resolve" and dedup_key in self.alerts:
+                self.alerts[dedup_key] = "resolved"
+            received.status = 202
+            received.answer = {
+                "status": "success",
+                "message": "Event processed",
+                "dedup_key": dedup_key,
+            }
+            return received
+
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def setup(self) -> None:
+                super().setup()
+                with fake._lock:
+                    fake._connections.add(self.connection)
+
+            def finish(self) -> None:
+                with fake._lock:
+                    fake._connections.discard(self.connection)
+                super().finish()
+
+            def do_POST(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                raw = self.rfile.read(length)
+                received = fake._handle(self.path, dict(self.headers.items()), raw)
+                data = json.dumps(received.answer).encode()
+                self.send_response(received.status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                if received.retry_after:
+                    self.send_header("Retry-After", received.retry_after)
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                """Quiet: the test reads ``fake.requests`` instead."""
+
+        return Handler
