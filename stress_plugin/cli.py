@@ -66,10 +66,14 @@ def _parser() -> argparse.ArgumentParser:
 
 def _run(args: argparse.Namespace) -> int:
     from stress_plugin.runner import StressRunner
+    from stress_plugin.settings import load_settings
+    from stress_plugin.store import Store
 
-    runner = StressRunner()
+    settings = load_settings()
+    runner = StressRunner(settings=settings, store=Store(settings.db_path))
     symbols = [s.strip() for s in args.symbols.split(",") if s.strip()] if args.symbols else None
-    result = runner.run_once(book=args.book, scenario=args.scenario, symbols=symbols)
+    result = runner.run_once(book=args.book, scenario=args.scenario, symbols=symbols,
+                             trigger="cli")
     if args.json:
         print(json.dumps(result.to_dict(), indent=2))
     else:

@@ -20,6 +20,7 @@ from stress_plugin.errors import NO_VALUE, BookError, PluginError, ScenarioError
 from stress_plugin.plugins import Plugins
 from stress_plugin.scenario import StressScenario, parse_limits
 from stress_plugin.settings import Settings, load_settings
+from stress_plugin.store import Store
 
 log = logging.getLogger("stress_runner")
 
@@ -29,8 +30,11 @@ DEFAULT_SCENARIO = "flash_crash_lite"
 class StressRunner:
     """Runs scenarios against the book; plugins are loaded once, when the runner is made."""
 
-    def __init__(self, plugins: Plugins | None = None, settings: Settings | None = None) -> None:
+    def __init__(self, plugins: Plugins | None = None, settings: Settings | None = None,
+                 store: Store | None = None) -> None:
         self.settings = settings or load_settings()
+        self.store = store
+        """Where each run is kept, with the prices it saw; None keeps nothing."""
         self.plugins = plugins or Plugins.load(
             self.settings.disabled_plugins, trace=self.settings.stress_trace_plugins
         )
@@ -75,10 +79,13 @@ class StressRunner:
         book: Book | Mapping[str, Any] | str | Path | None = None,
         scenario: str | Path | StressScenario = DEFAULT_SCENARIO,
         symbols: Sequence[str] | None = None,
+        trigger: str = "manual",
+        scheduled_for: str | None = None,
     ) -> StressResult:
         """Stress the book once; publishes KILL_SWITCH and alerts on a breach.
 
         ``book`` overrides the ``stress_book`` hook; ``symbols`` restricts the book to those.
+        ``trigger`` (schedule, manual, cli) and ``scheduled_for`` (ISO UTC) go to the store.
         Raises ``StressError`` for unusable input; plugin failures are logged, never raised.
         """
         started = time.perf_counter()
@@ -134,6 +141,10 @@ class StressRunner:
                         "(symbols_tested=%d)", run_id, runtime_ms, budget, result.symbols_tested)
         if result.kill_switch:
             self._kill_switch(result)
+        if self.store is not None:
+            self.store.save_run(result.to_dict(), trigger=trigger, scheduled_for=scheduled_for,
+                                prices=list(zip(arrays.symbols.tolist(), arrays.price.tolist(),
+                                                strict=True)))
         self.plugins.alert(result)
         return result
 

@@ -57,6 +57,62 @@ MIGRATIONS: list[str] = [
     CREATE UNIQUE INDEX alert_episodes_one_open
         ON alert_episodes (sink, scenario) WHERE closed_at IS NULL;
     """,
+    # 2: the service: every run with the prices it saw, the halt, live limits, config, audit.
+    """
+    CREATE TABLE runs (
+        run_id TEXT PRIMARY KEY,
+        timestamp TEXT NOT NULL,
+        scenario TEXT NOT NULL,
+        trigger TEXT NOT NULL CHECK (trigger IN ('schedule', 'manual', 'cli')),
+        scheduled_for TEXT UNIQUE,
+        breach_count INTEGER NOT NULL,
+        kill_switch INTEGER NOT NULL,
+        headroom REAL NOT NULL,
+        runtime_ms REAL NOT NULL,
+        result TEXT NOT NULL
+    );
+    CREATE INDEX runs_by_time ON runs (timestamp);
+
+    CREATE TABLE price_snapshots (
+        run_id TEXT NOT NULL REFERENCES runs (run_id),
+        at TEXT NOT NULL,
+        symbol TEXT NOT NULL,
+        price REAL NOT NULL
+    );
+    CREATE INDEX price_snapshots_by_time ON price_snapshots (at);
+
+    CREATE TABLE halt (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        reason TEXT NOT NULL,
+        since TEXT NOT NULL,
+        run_id TEXT NOT NULL,
+        scenario TEXT NOT NULL,
+        symbols TEXT NOT NULL
+    );
+
+    CREATE TABLE limits_history (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        at TEXT NOT NULL,
+        actor TEXT NOT NULL,
+        limits TEXT NOT NULL
+    );
+
+    CREATE TABLE config_history (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        at TEXT NOT NULL,
+        actor TEXT NOT NULL,
+        change TEXT NOT NULL,
+        config TEXT NOT NULL
+    );
+
+    CREATE TABLE audit_log (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        at TEXT NOT NULL,
+        actor TEXT NOT NULL,
+        action TEXT NOT NULL,
+        details TEXT NOT NULL
+    );
+    """,
 ]
 """Schema scripts in order; ``PRAGMA user_version`` is how many have been applied.
 
@@ -337,3 +393,129 @@ class Store:
         if open_only:
             sql += " AND closed_at IS NULL"
         return [Episode(**dict(r)) for r in self._query(sql + " ORDER BY id", tuple(params))]
+
+    # -- runs ---------------------------------------------------------------------------------
+
+    def save_run(self, result: dict[str, Any], *, trigger: str,
+                 prices: list[tuple[str, float]], scheduled_for: str | None = None) -> None:
+        """The run and the prices it saw, in one transaction (one write per run)."""
+        with self.transaction() as conn:
+            conn.execute(
+                "INSERT INTO runs (run_id, timestamp, scenario, trigger, scheduled_for,"
+                " breach_count, kill_switch, headroom, runtime_ms, result)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (result["run_id"], result["timestamp"], result["scenario"], trigger,
+                 scheduled_for, result["breach_count"], int(result["kill_switch"]),
+                 result["headroom"], result["runtime_ms"], _json(result)),
+            )
+            conn.executemany(
+                "INSERT INTO price_snapshots (run_id, at, symbol, price) VALUES (?, ?, ?, ?)",
+                [(result["run_id"], result["timestamp"], sym, price) for sym, price in prices],
+            )
+
+    def has_scheduled_run(self, scheduled_for: str) -> bool:
+        return bool(self._query("SELECT 1 FROM runs WHERE scheduled_for = ?", (scheduled_for,)))
+
+    def runs_since(self, since: str) -> list[dict[str, Any]]:
+        """Results of runs at or after ``since`` (ISO UTC), newest first, with their trigger."""
+        rows = self._query("SELECT trigger, scheduled_for, result FROM runs WHERE timestamp >= ?"
+                           " ORDER BY timestamp DESC, rowid DESC", (since,))
+        return [{**json.loads(r["result"]), "trigger": r["trigger"],
+                 "scheduled_for": r["scheduled_for"]} for r in rows]
+
+    def run_totals(self) -> dict[str, int]:
+        row = self._query("SELECT COUNT(*) AS runs, COALESCE(SUM(breach_count), 0) AS breaches,"
+                          " COALESCE(SUM(breach_count > 0), 0) AS breaching_runs FROM runs")[0]
+        return {"runs": row["runs"], "breaches": row["breaches"],
+                "breaching_runs": row["breaching_runs"]}
+
+    def last_run_summary(self) -> dict[str, Any] | None:
+        rows = self._query("SELECT run_id, timestamp, scenario, trigger, breach_count,"
+                           " kill_switch, headroom, runtime_ms FROM runs"
+                           " ORDER BY timestamp DESC, rowid DESC LIMIT 1")
+        if not rows:
+            return None
+        summary = dict(rows[0])
+        summary["kill_switch"] = bool(summary["kill_switch"])
+        return summary
+
+    def prices_since(self, since: str) -> list[tuple[str, float]]:
+        """(symbol, price) of every snapshot at or after ``since``, per symbol in time order."""
+        rows = self._query("SELECT symbol, price FROM price_snapshots WHERE at >= ?"
+                           " ORDER BY symbol, at, rowid", (since,))
+        return [(r["symbol"], r["price"]) for r in rows]
+
+    # -- halt ---------------------------------------------------------------------------------
+
+    def halt_get(self) -> dict[str, Any] | None:
+        rows = self._query("SELECT reason, since, run_id, scenario, symbols FROM halt")
+        if not rows:
+            return None
+        return {**dict(rows[0]), "symbols": json.loads(rows[0]["symbols"])}
+
+    def halt_set(self, halt: dict[str, Any]) -> bool:
+        """Record a halt unless one is active (the first KILL_SWITCH's reason is kept)."""
+        with self.transaction() as conn:
+            cursor = conn.execute(
+                "INSERT OR IGNORE INTO halt (id, reason, since, run_id, scenario, symbols)"
+                " VALUES (1, ?, ?, ?, ?, ?)",
+                (halt["reason"], halt["since"], halt["run_id"], halt["scenario"],
+                 _json(list(halt["symbols"]))),
+            )
+            if cursor.rowcount:
+                self._audit(conn, "stress_runner", "halt", halt)
+            return bool(cursor.rowcount)
+
+    def halt_clear(self, actor: str) -> dict[str, Any] | None:
+        """Clear the halt, audited; returns the halt that was cleared."""
+        with self.transaction() as conn:
+            halt = self.halt_get()
+            conn.execute("DELETE FROM halt")
+            self._audit(conn, actor, "reset_circuit", {"cleared": halt})
+        return halt
+
+    # -- live limits and config --------------------------------------------------------------
+
+    def live_limits(self) -> dict[str, float] | None:
+        rows = self._query("SELECT limits FROM limits_history ORDER BY id DESC LIMIT 1")
+        return json.loads(rows[0]["limits"]) if rows else None
+
+    def save_limits(self, limits: dict[str, float], *, actor: str) -> None:
+        with self.transaction() as conn:
+            conn.execute("INSERT INTO limits_history (at, actor, limits) VALUES (?, ?, ?)",
+                         (utc_now(), actor, _json(limits)))
+
+    def limits_history(self) -> list[dict[str, Any]]:
+        rows = self._query("SELECT at, actor, limits FROM limits_history ORDER BY id DESC")
+        return [{"at": r["at"], "actor": r["actor"], "limits": json.loads(r["limits"])}
+                for r in rows]
+
+    def current_config(self) -> dict[str, Any] | None:
+        rows = self._query("SELECT config FROM config_history ORDER BY id DESC LIMIT 1")
+        return json.loads(rows[0]["config"]) if rows else None
+
+    def save_config(self, config: dict[str, Any], *, actor: str, change: dict[str, Any]) -> None:
+        with self.transaction() as conn:
+            conn.execute(
+                "INSERT INTO config_history (at, actor, change, config) VALUES (?, ?, ?, ?)",
+                (utc_now(), actor, _json(change), _json(config)),
+            )
+
+    def config_history(self) -> list[dict[str, Any]]:
+        rows = self._query("SELECT at, actor, change, config FROM config_history"
+                           " ORDER BY id DESC")
+        return [{"at": r["at"], "actor": r["actor"], "change": json.loads(r["change"]),
+                 "config": json.loads(r["config"])} for r in rows]
+
+    def audit_log(self) -> list[dict[str, Any]]:
+        rows = self._query("SELECT at, actor, action, details FROM audit_log ORDER BY id DESC")
+        return [{**dict(r), "details": json.loads(r["details"])} for r in rows]
+
+    def _audit(self, conn: sqlite3.Connection, actor: str, action: str,
+               details: dict[str, Any]) -> None:
+        conn.execute("INSERT INTO audit_log (at, actor, action, details) VALUES (?, ?, ?, ?)",
+                     (utc_now(), actor, action, _json(details)))
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"))

@@ -63,7 +63,7 @@ def test_breach_publishes_kill_switch_before_any_alert(make_runner, host, caplog
     event = calls[0][1]
     assert (event.type, event.scenario, event.symbols, event.run_id) == (
         "KILL_SWITCH", "flash_crash_lite", ("MES", "PORTFOLIO"), result.run_id)
-    assert host.halt is not None and host.halt.run_id == result.run_id
+    assert host.status()["run_id"] == result.run_id
     assert "KILL_SWITCH triggered" in caplog.text and "MES,PORTFOLIO" in caplog.text
     assert "symbols_tested=1" in caplog.text
 
@@ -73,7 +73,7 @@ def test_passing_run_still_reports_to_sinks_without_kill_switch(make_runner, hos
     make_runner(Recorder(calls)).run_once(book=WORKED)
     assert [kind for kind, _ in calls] == ["alert"]
     assert calls[0][1].breach_count == 0
-    assert host.halt is None
+    assert host.status() is None
 
 
 class Raising:
@@ -93,7 +93,7 @@ def test_a_raising_plugin_stops_neither_the_kill_switch_nor_other_sinks(make_run
     result = runner.run_once(book=BREACHING)
     assert result.kill_switch
     assert [kind for kind, _ in calls] == ["bus", "alert"]
-    assert host.halt is not None
+    assert host.status() is not None
     assert runner.plugins.errors["extra0"] == 2
     assert "bus down" in caplog.text and "sink down" in caplog.text
 

@@ -1,31 +1,24 @@
-"""The embedded default host: the demo book and an in-process trading halt.
+"""The embedded default host: the demo book and a persisted trading halt.
 
 It answers ``trylast``, so a real host's ``stress_book`` always wins and a real bus hears
-KILL_SWITCH first. Its halt is what ``stress-runner`` reports when no real host is present.
+KILL_SWITCH first. Its halt lives in the store (``STRESS_DB``), so it survives a restart or a
+kill -9, and only ``POST /api/v1/risk/reset_circuit`` clears it.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from stress_hookspecs import Book, RiskEvent, hookimpl
 
+if TYPE_CHECKING:
+    from stress_plugin.store import Store
+
 DEMO_BOOK = Path(__file__).resolve().parent.parent / "demo_book.yaml"
 log = logging.getLogger("stress_runner.host")
-
-
-@dataclass(frozen=True, slots=True)
-class Halt:
-    """Why trading stopped: the KILL_SWITCH event that stopped it."""
-
-    reason: str
-    since: str
-    run_id: str
-    scenario: str
-    symbols: tuple[str, ...]
 
 
 class EmbeddedHost:
@@ -33,8 +26,22 @@ class EmbeddedHost:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self.halt: Halt | None = None
+        self._store: Store | None = None
         self._demo_book: Book | None = None
+
+    def use_store(self, store: Store) -> None:
+        """Share the service's store instead of opening STRESS_DB on first use."""
+        self._store = store
+
+    @property
+    def store(self) -> Store:
+        with self._lock:
+            if self._store is None:
+                from stress_plugin.settings import load_settings
+                from stress_plugin.store import Store
+
+                self._store = Store(load_settings().db_path)
+            return self._store
 
     @hookimpl(trylast=True)
     def stress_book(self) -> Book:
@@ -49,18 +56,19 @@ class EmbeddedHost:
     def stress_bus_publish(self, event: RiskEvent) -> None:
         if event.type != "KILL_SWITCH":
             return
-        with self._lock:
-            if self.halt is None:
-                self.halt = Halt(event.reason, event.timestamp, event.run_id, event.scenario,
-                                 tuple(event.symbols))
+        self.store.halt_set({"reason": event.reason, "since": event.timestamp,
+                             "run_id": event.run_id, "scenario": event.scenario,
+                             "symbols": list(event.symbols)})
         log.critical("trading halted by KILL_SWITCH: scenario=%s symbols=%s run_id=%s",
                      event.scenario, ",".join(event.symbols), event.run_id)
 
-    def reset(self) -> Halt | None:
-        """Clear the halt; returns the one cleared."""
-        with self._lock:
-            cleared, self.halt = self.halt, None
-        return cleared
+    def status(self) -> dict[str, Any] | None:
+        """The active halt (reason, since, run_id, scenario, symbols), or None."""
+        return self.store.halt_get()
+
+    def reset(self, actor: str) -> dict[str, Any] | None:
+        """Clear the halt (audited with ``actor``); returns the one cleared."""
+        return self.store.halt_clear(actor)
 
 
 host = EmbeddedHost()
