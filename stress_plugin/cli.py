@@ -58,6 +58,18 @@ def _parser() -> argparse.ArgumentParser:
     plugins.add_argument("--json", action="store_true")
     plugins.set_defaults(handler=_plugins)
 
+    serve = commands.add_parser("serve", help="the service: hourly scheduler, REST API, metrics")
+    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    serve.add_argument("--book", type=Path,
+                       help="book file, re-read at every run; default: the stress_book hook")
+    serve.set_defaults(handler=_serve)
+
+    schedule = commands.add_parser("schedule", help="print the next scheduled run times (UTC)")
+    schedule.add_argument("--from", dest="start", help="ISO 8601 start (default: now)")
+    schedule.add_argument("--count", type=int, default=10, help="how many (default 10)")
+    schedule.set_defaults(handler=_schedule)
+
     from stress_plugin import cli_alerts
 
     cli_alerts.add_parser(commands)
@@ -129,6 +141,55 @@ def _plugins(args: argparse.Namespace) -> int:
     print(_table(("NAME", "DISTRIBUTION", "VERSION", "HOOKS"), rows))
     if plugins.blocked():
         print(f"blocked by STRESS_DISABLE_PLUGINS: {', '.join(plugins.blocked())}")
+    return EXIT_OK
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from stress_plugin.api import create_app
+    from stress_plugin.book import load_book
+    from stress_plugin.service import StressService
+    from stress_plugin.settings import load_settings
+
+    if args.book is not None:
+        load_book(args.book)  # a bad book stops start-up, not the first scheduled run
+    service = StressService(load_settings(), book_path=args.book)
+    uvicorn.run(create_app(service), host=args.host, port=args.port, log_config=None,
+                workers=1)
+    return EXIT_OK
+
+
+def _schedule(args: argparse.Namespace) -> int:
+    """The same fire-time code the scheduler runs, with the stored config if there is one."""
+    from datetime import UTC, datetime
+
+    from stress_plugin.errors import ConfigError
+    from stress_plugin.scheduler import fire_times
+    from stress_plugin.service import ServiceConfig
+    from stress_plugin.settings import load_settings
+    from stress_plugin.store import Store
+
+    settings = load_settings()
+    config = {**ServiceConfig.from_settings(settings).to_dict(),
+              **(Store(settings.db_path).current_config() or {})}
+    if args.count < 1:
+        raise ConfigError("arguments", "--count", args.count, "must be >= 1")
+    try:
+        start = datetime.fromisoformat(args.start) if args.start else datetime.now(UTC)
+    except ValueError:
+        raise ConfigError("arguments", "--from", args.start, "must be ISO 8601") from None
+    if start.tzinfo is None:
+        start = start.replace(tzinfo=UTC)
+    if not config["enabled"]:
+        print("stress-runner: scheduling is disabled (STRESS_ENABLED=false or config)",
+              file=sys.stderr)
+        return EXIT_OK
+    times = fire_times(start, args.count, interval_minutes=config["interval_minutes"],
+                       offset_seconds=config["offset_seconds"],
+                       market_hours_only=config["market_hours_only"])
+    for moment in times:
+        print(moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"))
     return EXIT_OK
 
 

@@ -34,6 +34,10 @@ class ScenarioError(StressError):
     """A bad scenario file or an unknown scenario."""
 
 
+class UnknownScenario(ScenarioError):
+    """A scenario name that no pack or file provides (the API answers 404)."""
+
+
 class BookError(StressError):
     """A bad book file or host book."""
 

@@ -16,7 +16,7 @@ import numpy as np
 from stress_hookspecs import Book, Limits, Metrics, RiskEvent, StressResult
 from stress_plugin import engine
 from stress_plugin.book import BookArrays, book_from_mapping, load_book
-from stress_plugin.errors import NO_VALUE, BookError, PluginError, ScenarioError
+from stress_plugin.errors import NO_VALUE, BookError, PluginError, ScenarioError, UnknownScenario
 from stress_plugin.plugins import Plugins
 from stress_plugin.scenario import StressScenario, parse_limits
 from stress_plugin.settings import Settings, load_settings
@@ -68,7 +68,7 @@ class StressRunner:
         known = self.scenarios()
         if text not in known:
             names = ", ".join(sorted(known)) or "none: is a scenario pack installed?"
-            raise ScenarioError("scenario", "scenario", text, f"unknown scenario (known: {names})")
+            raise UnknownScenario("scenario", None, text, f"unknown scenario (known: {names})")
         return known[text]
 
     # -- the run ------------------------------------------------------------------------------

@@ -33,10 +33,10 @@ def host() -> EmbeddedHost:
 
 
 @pytest.fixture
-def make_runner(host: EmbeddedHost) -> Callable[..., StressRunner]:
-    """A runner with the evaluator, the embedded host, the pack and the given extra plugins."""
+def make_plugins(host: EmbeddedHost) -> Callable[..., Plugins]:
+    """The evaluator, the embedded host, the pack and the given extra plugins; nothing else."""
 
-    def make(*extra: object, **named: object) -> StressRunner:
+    def make(*extra: object, **named: object) -> Plugins:
         pm, _ = build_manager(entry_points=False)
         plugins = Plugins(pm, alert_timeout_s=2.0)
         plugins.register(riskagent_v2, "riskagent_v2")
@@ -46,7 +46,17 @@ def make_runner(host: EmbeddedHost) -> Callable[..., StressRunner]:
             plugins.register(plugin, f"extra{i}")
         for name, plugin in named.items():
             plugins.register(plugin, name)
-        return StressRunner(plugins=plugins, settings=load_settings())
+        return plugins
+
+    return make
+
+
+@pytest.fixture
+def make_runner(make_plugins: Callable[..., Plugins]) -> Callable[..., StressRunner]:
+    """A runner over ``make_plugins``, keeping no store."""
+
+    def make(*extra: object, **named: object) -> StressRunner:
+        return StressRunner(plugins=make_plugins(*extra, **named), settings=load_settings())
 
     return make
 

@@ -1,0 +1,189 @@
+"""The runbook's REST API: a thin FastAPI shell over ``StressService``.
+
+Runs execute in a worker thread (``run_in_threadpool``), never on the event loop. Mutating
+endpoints need ``Authorization: Bearer <STRESS_API_TOKEN>`` when a token is set, and answer
+loopback clients only when it is not.
+"""
+
+from __future__ import annotations
+
+import hmac
+import ipaddress
+import logging
+import threading
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Annotated, Any
+
+from fastapi import Depends, FastAPI, HTTPException, Query, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST
+from pydantic import BaseModel, ConfigDict, StrictBool, StrictFloat, StrictInt
+
+from stress_plugin import __version__
+from stress_plugin.errors import StressError, UnknownScenario
+from stress_plugin.service import OUTBOX_FLUSH_INTERVAL_S, StressService
+
+log = logging.getLogger("stress_runner.api")
+
+
+class RunRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    scenario: str | None = None
+    symbols: list[str] | None = None
+
+
+class ConfigPatch(BaseModel):
+    """Fields left out (or null) keep their value."""
+
+    model_config = ConfigDict(extra="forbid")
+    enabled: StrictBool | None = None
+    market_hours_only: StrictBool | None = None
+    interval_minutes: StrictInt | None = None
+    offset_seconds: StrictInt | None = None
+    max_symbols: StrictInt | None = None
+    max_runtime_ms: StrictFloat | StrictInt | None = None
+    scenarios: list[str] | None = None
+
+
+class LimitsPatch(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    max_drawdown_pct: StrictFloat | StrictInt | None = None
+    max_var_multiplier: StrictFloat | StrictInt | None = None
+    max_position_delta: StrictFloat | StrictInt | None = None
+
+
+def writer(request: Request) -> str:
+    """The actor of a mutating call, for the audit trail; 401/403 when not allowed."""
+    client = request.client.host if request.client else "unknown"
+    token = request.app.state.service.settings.stress_api_token
+    if token is not None:
+        scheme, _, given = request.headers.get("authorization", "").partition(" ")
+        expected = token.get_secret_value().encode()
+        if scheme.lower() != "bearer" or not hmac.compare_digest(given.encode(), expected):
+            raise HTTPException(401, "a valid bearer token is required",
+                                headers={"WWW-Authenticate": "Bearer"})
+        return f"token@{client}"
+    if not _is_loopback(client):
+        raise HTTPException(403, "without STRESS_API_TOKEN, changes are accepted from "
+                                 "loopback clients only")
+    return f"loopback@{client}"
+
+
+Writer = Annotated[str, Depends(writer)]
+Hours = Annotated[float, Query(gt=0, le=24 * 366, description="look-back window, hours")]
+
+
+def create_app(service: StressService, *, background: bool = True) -> FastAPI:
+    """The app; with ``background`` its lifespan runs the scheduler and the outbox flusher."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        stop = threading.Event()
+        if background:
+            service.start_scheduler()
+            threading.Thread(target=_flush_loop, args=(service, stop), daemon=True,
+                             name="stress-outbox").start()
+        service.metrics.up.set(1)
+        try:
+            yield
+        finally:
+            stop.set()
+            service.stop()
+
+    app = FastAPI(title="stress-plugin", version=__version__, lifespan=lifespan,
+                  description="Flash-Crash Lite stress runner: runs, results, halt, limits.")
+    app.state.service = service
+
+    @app.exception_handler(StressError)
+    async def stress_error(request: Request, exc: StressError) -> JSONResponse:
+        code = 404 if isinstance(exc, UnknownScenario) else 422
+        return JSONResponse(status_code=code, content={"detail": {
+            "message": str(exc), "source": exc.source, "field": exc.field,
+            "value": exc.value if isinstance(exc.value, str | int | float | list) else None,
+        }})
+
+    @app.get("/api/v1/stress/status")
+    async def stress_status() -> dict[str, Any]:
+        return await run_in_threadpool(service.status)
+
+    @app.post("/api/v1/stress/run")
+    async def stress_run(actor: Writer, body: RunRequest | None = None) -> dict[str, Any]:
+        body = body or RunRequest()
+        result = await run_in_threadpool(lambda: service.run(
+            trigger="manual", scenario=body.scenario, symbols=body.symbols))
+        log.info("manual run %s by %s", result.run_id, actor)
+        return result.to_dict()
+
+    @app.get("/api/v1/stress/results")
+    async def stress_results(hours: Hours = 24) -> dict[str, Any]:
+        return {"hours": hours, "results": await run_in_threadpool(service.results, hours)}
+
+    @app.get("/api/v1/stress/config")
+    async def stress_config() -> dict[str, Any]:
+        return service.config.to_dict()
+
+    @app.put("/api/v1/stress/config")
+    async def stress_config_update(patch: ConfigPatch, actor: Writer) -> dict[str, Any]:
+        change = patch.model_dump(exclude_none=True)
+        new = await run_in_threadpool(service.update_config, change, actor)
+        return new.to_dict()
+
+    @app.get("/api/v1/risk/status")
+    async def risk_status() -> dict[str, Any]:
+        halt = await run_in_threadpool(service.halt)
+        if halt is None:
+            return {"halted": False, "reason": None, "since": None, "run_id": None,
+                    "scenario": None, "symbols": []}
+        return {"halted": True, **halt}
+
+    @app.post("/api/v1/risk/reset_circuit")
+    async def reset_circuit(actor: Writer) -> dict[str, Any]:
+        cleared = await run_in_threadpool(service.reset_circuit, actor)
+        return {"halted": False, "cleared": cleared, "by": actor}
+
+    @app.get("/api/v1/risk/limits")
+    async def risk_limits() -> dict[str, Any]:
+        return (await run_in_threadpool(service.limits)).to_dict()
+
+    @app.put("/api/v1/risk/limits")
+    async def risk_limits_update(patch: LimitsPatch, actor: Writer) -> dict[str, Any]:
+        change = {k: float(v) for k, v in patch.model_dump(exclude_none=True).items()}
+        return (await run_in_threadpool(service.update_limits, change, actor)).to_dict()
+
+    @app.get("/api/v1/risk/limits/history")
+    async def risk_limits_history() -> dict[str, Any]:
+        return {"history": await run_in_threadpool(service.store.limits_history)}
+
+    @app.get("/api/v1/market/volatility")
+    async def market_volatility(hours: Hours = 24) -> dict[str, Any]:
+        return await run_in_threadpool(service.volatility, hours)
+
+    @app.get("/metrics")
+    async def metrics() -> Response:
+        return Response(service.metrics.render(), media_type=CONTENT_TYPE_LATEST)
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, Any]:
+        """Liveness and readiness: the store answers and, when enabled, the scheduler runs."""
+        status = await run_in_threadpool(service.status)
+        ok = status["scheduler_running"] or not background or not status["enabled"]
+        if not ok:
+            raise HTTPException(503, "scheduler is not running")
+        return {"status": "ok", "total_runs": status["total_runs"]}
+
+    return app
+
+
+def _flush_loop(service: StressService, stop: threading.Event) -> None:
+    """Retry pending pages until the app stops."""
+    while not stop.wait(OUTBOX_FLUSH_INTERVAL_S):
+        service.flush_outbox()
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

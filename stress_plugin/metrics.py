@@ -1,0 +1,71 @@
+"""Prometheus metrics, in a registry of their own (nothing is added to the global one)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+from stress_hookspecs import StressResult
+
+RUNTIME_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1)
+"""0.1 ms to 100 ms: the 50 ms budget sits between the last two buckets."""
+
+
+class Metrics:
+    """The runbook's metrics and ours; ``render()`` is the /metrics body."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.runs = Counter("stress_runs_total", "Stress runs completed.",
+                            ["scenario", "trigger"], registry=r)
+        self.breaches = Counter("stress_breaches_total",
+                                "Breached symbols (PORTFOLIO included) summed over runs.",
+                                ["scenario"], registry=r)
+        self.runtime = Histogram("stress_runtime_seconds", "Runtime of one run (book to "
+                                 "evaluation).", buckets=RUNTIME_BUCKETS, registry=r)
+        self.symbols_tested = Gauge("stress_symbols_tested", "Symbols tested by the last run.",
+                                    registry=r)
+        self.symbols_skipped = Gauge("stress_symbols_skipped",
+                                     "Symbols left out of the last run by STRESS_MAX_SYMBOLS.",
+                                     registry=r)
+        self.up = Gauge("stress_runner_up", "1 while the stress runner service is serving.",
+                        registry=r)
+        self.next_run = Gauge("stress_scheduler_next_run",
+                              "Next scheduled run, unix seconds (0: none scheduled).", registry=r)
+        self.last_run = Gauge("stress_last_run_timestamp_seconds",
+                              "When the last run finished, unix seconds.", registry=r)
+        self.headroom = Gauge("stress_headroom_ratio", "Headroom of the last run per scenario "
+                              "(<= 1 breaches).", ["scenario"], registry=r)
+        self.kill_switches = Counter("stress_kill_switch_total", "KILL_SWITCH events published.",
+                                     registry=r)
+        self.alerts = Counter("stress_alerts_total", "Alert sink calls by outcome.",
+                              ["sink", "outcome"], registry=r)
+        self.plugin_errors = Counter("stress_plugin_errors_total",
+                                     "Plugin calls that raised or timed out.", ["plugin"],
+                                     registry=r)
+        self.halted = Gauge("stress_halted", "1 while trading is halted by a KILL_SWITCH.",
+                            registry=r)
+        self.missed_runs = Counter("stress_scheduler_missed_runs_total",
+                                   "Scheduled runs missed or skipped.", ["reason"], registry=r)
+        self.outbox_pending = Gauge("stress_alert_outbox_pending",
+                                    "Alert events waiting in the outbox.", registry=r)
+
+    def observe_run(self, result: StressResult, trigger: str, finished_unix: float) -> None:
+        self.runs.labels(result.scenario, trigger).inc()
+        self.breaches.labels(result.scenario).inc(result.breach_count)
+        self.runtime.observe(result.runtime_ms / 1000)
+        self.symbols_tested.set(result.symbols_tested)
+        self.symbols_skipped.set(len(result.skipped_symbols))
+        self.last_run.set(finished_unix)
+        self.headroom.labels(result.scenario).set(result.headroom)
+        if result.kill_switch:
+            self.kill_switches.inc()
+
+    def plugin_error(self, plugin: str) -> None:
+        self.plugin_errors.labels(plugin).inc()
+
+    def alert_outcome(self, sink: str, outcome: str) -> None:
+        self.alerts.labels(sink, outcome).inc()
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

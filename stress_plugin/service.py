@@ -1,0 +1,326 @@
+"""The long-running service behind ``stress-runner serve``: scheduled and manual runs, the
+store, live limits and config, the halt, metrics and the background outbox flush.
+
+The API (``api.py``) is a thin HTTP shell over this class; everything here is synchronous and
+runs in worker threads, never on the server's event loop.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import math
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from stress_hookspecs import Book, Limits, StressResult, hookimpl
+from stress_plugin.book import load_book
+from stress_plugin.errors import ConfigError
+from stress_plugin.metrics import Metrics
+from stress_plugin.plugins import Plugins
+from stress_plugin.runner import DEFAULT_SCENARIO, StressRunner
+from stress_plugin.scenario import LIMIT_FIELDS, parse_limits
+from stress_plugin.settings import Settings
+from stress_plugin.store import Store
+
+log = logging.getLogger("stress_runner.service")
+
+OUTBOX_FLUSH_INTERVAL_S = 60
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceConfig:
+    """What PUT /api/v1/stress/config may change; persisted with an audit trail."""
+
+    enabled: bool = True
+    market_hours_only: bool = True
+    interval_minutes: int = 60
+    offset_seconds: int = 5
+    max_symbols: int = 100
+    max_runtime_ms: float = 50.0
+    scenarios: tuple[str, ...] = (DEFAULT_SCENARIO,)
+    """Scenarios each scheduled run stresses, in order."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {name: list(v) if isinstance(v, tuple) else v
+                for name in self.__slots__ for v in [getattr(self, name)]}
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> ServiceConfig:
+        return cls(enabled=settings.stress_enabled,
+                   market_hours_only=settings.market_hours_only,
+                   max_symbols=settings.stress_max_symbols,
+                   max_runtime_ms=settings.stress_max_runtime_ms)
+
+
+@dataclass
+class _LiveLimits:
+    """Answers ``stress_limits`` with the limits set through the API, ahead of any host."""
+
+    limits: dict[str, float] = field(default_factory=dict)
+
+    @hookimpl(tryfirst=True)
+    def stress_limits(self) -> dict[str, float] | None:
+        return dict(self.limits) or None
+
+
+class StressService:
+    """Owns the runner, the store, the scheduler and the metrics of one deployment."""
+
+    def __init__(self, settings: Settings, *, book_path: Path | None = None,
+                 plugins: Plugins | None = None, store: Store | None = None) -> None:
+        self.settings = settings
+        self.book_path = book_path
+        self.metrics = Metrics()
+        self.store = store or Store(settings.db_path)
+        self.plugins = plugins or Plugins.load(settings.disabled_plugins,
+                                               trace=settings.stress_trace_plugins)
+        self.plugins.observer = self.metrics
+        self._live_limits = _LiveLimits(self.store.live_limits() or {})
+        self.plugins.register(self._live_limits, name="live_limits")
+        self.runner = StressRunner(plugins=self.plugins, settings=settings, store=self.store)
+        self._run_lock = threading.Lock()
+        self._config_lock = threading.Lock()
+        self.config = self._initial_config()
+        self._apply_runner_settings()
+        self.scheduler: Any = None
+        self.host = self._embedded_host()
+        if self.host is not None:
+            self.host.use_store(self.store)
+        self._refresh_gauges()
+
+    # -- runs ---------------------------------------------------------------------------------
+
+    def run(self, *, trigger: str, scenario: str | None = None,
+            symbols: list[str] | None = None,
+            scheduled_for: datetime | None = None) -> StressResult:
+        """One run, never overlapping another; stored and counted before it returns."""
+        chosen = self.runner.scenario(scenario or self.config.scenarios[0])
+        with self._run_lock:
+            result = self.runner.run_once(
+                book=self._book(), scenario=chosen, symbols=symbols, trigger=trigger,
+                scheduled_for=_iso(scheduled_for) if scheduled_for else None)
+        self.metrics.observe_run(result, trigger, time.time())
+        self._refresh_gauges()
+        return result
+
+    def scheduled_run(self, fire_time: datetime) -> None:
+        """The scheduler's job: every configured scenario, keyed by the scheduled UTC time."""
+        for name in self.config.scenarios:
+            key = fire_time if len(self.config.scenarios) == 1 else None
+            if key is not None and self.store.has_scheduled_run(_iso(key)):
+                log.warning("scheduled run at %s already done by another worker; skipped",
+                            _iso(key))
+                self.metrics.missed_runs.labels("duplicate").inc()
+                continue
+            self.run(trigger="schedule", scenario=name, scheduled_for=key)
+
+    def _book(self) -> Book | None:
+        """The --book file, read at every run (it is the live book), else the hooks."""
+        return load_book(self.book_path) if self.book_path is not None else None
+
+    # -- config, limits, halt -------------------------------------------------------------------
+
+    def update_config(self, patch: dict[str, Any], actor: str) -> ServiceConfig:
+        """Validate the whole new config, then persist, audit and apply it, or change nothing."""
+        with self._config_lock:
+            merged = {**self.config.to_dict(), **patch}
+            new = _check_config(merged, known=set(self.runner.scenarios()))
+            if self.scheduler is not None:
+                self.scheduler.reschedule(interval_minutes=new.interval_minutes,
+                                          offset_seconds=new.offset_seconds,
+                                          market_hours_only=new.market_hours_only,
+                                          enabled=new.enabled)
+            self.store.save_config(new.to_dict(), actor=actor, change=patch)
+            self.config = new
+            self._apply_runner_settings()
+        log.info("config changed by %s: %s", actor, patch)
+        self._refresh_gauges()
+        return new
+
+    def limits(self) -> Limits:
+        """The limits a run would use now (live, else the first scenario's thresholds)."""
+        thresholds = self.runner.scenario(self.config.scenarios[0]).thresholds
+        return parse_limits(self._live_limits.limits, "live limits", thresholds)
+
+    def update_limits(self, patch: dict[str, float], actor: str) -> Limits:
+        live = {**self._live_limits.limits, **patch}
+        checked = parse_limits(live, "limits", error=ConfigError)
+        live = {k: getattr(checked, k) for k in LIMIT_FIELDS if k in live}
+        self.store.save_limits(live, actor=actor)
+        self._live_limits.limits = live
+        log.info("live limits changed by %s: %s", actor, patch)
+        return self.limits()
+
+    def reset_circuit(self, actor: str) -> dict[str, Any] | None:
+        """Clear the halt (audited); returns the halt that was cleared, if any."""
+        cleared = self.host.reset(actor=actor) if self.host is not None else None
+        self._refresh_gauges()
+        if cleared is not None:
+            log.warning("circuit reset by %s: trading halt of run %s cleared", actor,
+                        cleared["run_id"])
+        return cleared
+
+    def halt(self) -> dict[str, Any] | None:
+        return self.host.status() if self.host is not None else None
+
+    # -- reads ----------------------------------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        totals = self.store.run_totals()
+        next_run = self.scheduler.next_run_time if self.scheduler is not None else None
+        return {
+            "enabled": self.config.enabled,
+            "scheduler_running": bool(self.scheduler is not None and self.scheduler.running),
+            "market_hours_only": self.config.market_hours_only,
+            "interval_minutes": self.config.interval_minutes,
+            "offset_seconds": self.config.offset_seconds,
+            "last_run": self.store.last_run_summary(),
+            "next_run": _iso(next_run) if next_run else None,
+            "total_runs": totals["runs"],
+            "total_breaches": totals["breaches"],
+            "scenarios": sorted(self.runner.scenarios()),
+            "scheduled_scenarios": list(self.config.scenarios),
+            "halted": self.halt() is not None,
+            "book": str(self.book_path) if self.book_path else "stress_book hook",
+        }
+
+    def results(self, hours: float) -> list[dict[str, Any]]:
+        return self.store.runs_since(_iso(datetime.now(UTC) - timedelta(hours=hours)))
+
+    def volatility(self, hours: float) -> dict[str, Any]:
+        """Per symbol, from the prices each run saw: samples, realized volatility, last/high/low.
+
+        Realized volatility is sqrt(sum of squared log returns) between consecutive snapshots
+        in the window: the volatility actually realized over that window, not annualized.
+        """
+        since = _iso(datetime.now(UTC) - timedelta(hours=hours))
+        series: dict[str, list[float]] = {}
+        for symbol, price in self.store.prices_since(since):
+            series.setdefault(symbol, []).append(price)
+        symbols = {}
+        for symbol, prices in sorted(series.items()):
+            returns = [math.log(b / a) for a, b in itertools.pairwise(prices)]
+            symbols[symbol] = {
+                "samples": len(prices),
+                "realized_volatility": math.sqrt(sum(r * r for r in returns)) if returns else None,
+                "last": prices[-1],
+                "high": max(prices),
+                "low": min(prices),
+            }
+        return {"hours": hours, "symbols": symbols}
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    def start_scheduler(self) -> None:
+        from stress_plugin.scheduler import HourlyStressScheduler
+
+        self.scheduler = HourlyStressScheduler(
+            self.scheduled_run,
+            interval_minutes=self.config.interval_minutes,
+            offset_seconds=self.config.offset_seconds,
+            market_hours_only=self.config.market_hours_only,
+            enabled=self.config.enabled,
+        )
+        self.scheduler.start()
+        self.metrics.up.set(1)
+        self._refresh_gauges()
+
+    def flush_outbox(self) -> None:
+        """Retry pending pages in the background; a no-op without a routing key."""
+        from stress_plugin.plugins import pagerduty
+
+        if self.settings.pd_routing_key is None or not self.plugins.pm.has_plugin("pagerduty"):
+            return
+        try:
+            pagerduty.get_alerter().flush(budget_s=OUTBOX_FLUSH_INTERVAL_S / 2)
+        except Exception:
+            log.exception("background outbox flush failed")
+        self._refresh_gauges()
+
+    def stop(self) -> None:
+        self.metrics.up.set(0)
+        if self.scheduler is not None:
+            self.scheduler.shutdown(wait=False)
+
+    # -- helpers --------------------------------------------------------------------------------
+
+    def _initial_config(self) -> ServiceConfig:
+        """Stored config wins over the environment: it is what operators last set."""
+        base = ServiceConfig.from_settings(self.settings)
+        stored = self.store.current_config()
+        if not stored:
+            return base
+        try:
+            return _check_config({**base.to_dict(), **stored}, known=set(self.runner.scenarios()))
+        except ConfigError as exc:
+            log.error("stored config is no longer valid (%s); using the environment's", exc)
+            return base
+
+    def _apply_runner_settings(self) -> None:
+        self.runner.settings = self.settings.model_copy(update={
+            "stress_max_symbols": self.config.max_symbols,
+            "stress_max_runtime_ms": self.config.max_runtime_ms,
+        })
+
+    def _embedded_host(self) -> Any:
+        from stress_plugin.plugins.embedded_host import EmbeddedHost
+
+        plugin = self.plugins.pm.get_plugin("embedded_host")
+        return plugin if isinstance(plugin, EmbeddedHost) else None
+
+    def _refresh_gauges(self) -> None:
+        self.metrics.halted.set(1 if self.halt() is not None else 0)
+        next_run = self.scheduler.next_run_time if self.scheduler is not None else None
+        self.metrics.next_run.set(next_run.timestamp() if next_run else 0)
+        self.metrics.outbox_pending.set(len(self.store.outbox_pending()))
+        if self.scheduler is not None:
+            self.metrics.missed_runs.labels("missed")  # present at 0 before any miss
+
+
+def _check_config(data: dict[str, Any], *, known: set[str]) -> ServiceConfig:
+    """The whole config or a ConfigError naming the field and value."""
+    src = "config"
+
+    def integer(name: str, low: int, high: int) -> int:
+        value = data[name]
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+            raise ConfigError(src, name, value, f"must be a whole number from {low} to {high}")
+        return value
+
+    for name in ("enabled", "market_hours_only"):
+        if not isinstance(data[name], bool):
+            raise ConfigError(src, name, data[name], "must be true or false")
+    interval = integer("interval_minutes", 1, 60)
+    if 60 % interval:
+        raise ConfigError(src, "interval_minutes", interval, "must divide 60")
+    offset = integer("offset_seconds", 0, interval * 60 - 1)
+    runtime = data["max_runtime_ms"]
+    if isinstance(runtime, bool) or not isinstance(runtime, int | float) or not (
+            math.isfinite(runtime) and runtime > 0):
+        raise ConfigError(src, "max_runtime_ms", runtime, "must be a number > 0")
+    scenarios = data["scenarios"]
+    if not isinstance(scenarios, list | tuple) or not scenarios or not all(
+            isinstance(s, str) for s in scenarios):
+        raise ConfigError(src, "scenarios", scenarios, "must be a non-empty list of names")
+    unknown = [s for s in scenarios if s not in known]
+    if unknown:
+        raise ConfigError(src, "scenarios", unknown,
+                          f"unknown scenario (known: {', '.join(sorted(known))})")
+    return ServiceConfig(
+        enabled=data["enabled"],
+        market_hours_only=data["market_hours_only"],
+        interval_minutes=interval,
+        offset_seconds=offset,
+        max_symbols=integer("max_symbols", 1, 10_000_000),
+        max_runtime_ms=float(runtime),
+        scenarios=tuple(dict.fromkeys(scenarios)),
+    )
+
+
+def _iso(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
