@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, Metric
 
 from stress_hookspecs import StressResult
 
@@ -45,8 +48,9 @@ class Metrics:
                                      registry=r)
         self.halted = Gauge("stress_halted", "1 while trading is halted by a KILL_SWITCH.",
                             registry=r)
-        self.missed_runs = Counter("stress_scheduler_missed_runs_total",
-                                   "Scheduled runs missed or skipped.", ["reason"], registry=r)
+        self.scheduler_counts: Callable[[], dict[str, int]] = dict
+        """Read at every scrape: scheduled runs not done, by reason (the scheduler counts)."""
+        r.register(_SchedulerCollector(self))
         self.outbox_pending = Gauge("stress_alert_outbox_pending",
                                     "Alert events waiting in the outbox.", registry=r)
 
@@ -69,3 +73,19 @@ class Metrics:
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class _SchedulerCollector:
+    """``stress_scheduler_missed_runs_total{reason}`` from the live scheduler's counters."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self.metrics = metrics
+
+    def collect(self) -> Iterator[Metric]:
+        family = CounterMetricFamily(
+            "stress_scheduler_missed_runs", "Scheduled runs not done: missed (late past the "
+            "grace), skipped (previous still running), failed, duplicate (done elsewhere).",
+            labels=["reason"])
+        for reason, count in sorted(self.metrics.scheduler_counts().items()):
+            family.add_metric([reason], count)
+        yield family

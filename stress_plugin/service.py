@@ -30,6 +30,13 @@ from stress_plugin.store import Store
 log = logging.getLogger("stress_runner.service")
 
 OUTBOX_FLUSH_INTERVAL_S = 60
+ENV_CONFIG = {
+    "stress_enabled": "enabled",
+    "market_hours_only": "market_hours_only",
+    "stress_max_symbols": "max_symbols",
+    "stress_max_runtime_ms": "max_runtime_ms",
+}
+"""Settings that are also live config: the environment variable's field -> the config field."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +95,8 @@ class StressService:
         self.config = self._initial_config()
         self._apply_runner_settings()
         self.scheduler: Any = None
+        self.duplicate_runs = 0
+        self.metrics.scheduler_counts = self._scheduler_counts
         self.host = self._embedded_host()
         if self.host is not None:
             self.host.use_store(self.store)
@@ -115,7 +124,7 @@ class StressService:
             if key is not None and self.store.has_scheduled_run(_iso(key)):
                 log.warning("scheduled run at %s already done by another worker; skipped",
                             _iso(key))
-                self.metrics.missed_runs.labels("duplicate").inc()
+                self.duplicate_runs += 1
                 continue
             self.run(trigger="schedule", scenario=name, scheduled_for=key)
 
@@ -250,16 +259,24 @@ class StressService:
     # -- helpers --------------------------------------------------------------------------------
 
     def _initial_config(self) -> ServiceConfig:
-        """Stored config wins over the environment: it is what operators last set."""
-        base = ServiceConfig.from_settings(self.settings)
-        stored = self.store.current_config()
-        if not stored:
-            return base
+        """Defaults, then the stored config (what operators last set through the API), then
+        any of the runbook's variables set explicitly in the environment: a deployment change
+        such as ``kubectl set env STRESS_ENABLED=false`` is the newest intent and must work."""
+        base = ServiceConfig.from_settings(self.settings).to_dict()
+        stored = self.store.current_config() or {}
+        explicit = {}
+        for variable, name in ENV_CONFIG.items():
+            if variable in self.settings.model_fields_set:
+                explicit[name] = base[name]
+                if name in stored and stored[name] != base[name]:
+                    log.warning("%s=%s from the environment overrides the stored %s=%s",
+                                variable.upper(), base[name], name, stored[name])
         try:
-            return _check_config({**base.to_dict(), **stored}, known=set(self.runner.scenarios()))
+            return _check_config({**base, **stored, **explicit},
+                                 known=set(self.runner.scenarios()))
         except ConfigError as exc:
             log.error("stored config is no longer valid (%s); using the environment's", exc)
-            return base
+            return _check_config(base, known=set(self.runner.scenarios()))
 
     def _apply_runner_settings(self) -> None:
         self.runner.settings = self.settings.model_copy(update={
@@ -273,13 +290,20 @@ class StressService:
         plugin = self.plugins.pm.get_plugin("embedded_host")
         return plugin if isinstance(plugin, EmbeddedHost) else None
 
+    def _scheduler_counts(self) -> dict[str, int]:
+        """Scheduled runs not done, by reason, for the metrics."""
+        counts = {"duplicate": self.duplicate_runs}
+        if self.scheduler is not None:
+            counts |= {"missed": self.scheduler.missed_runs,
+                       "skipped": self.scheduler.skipped_runs,
+                       "failed": self.scheduler.failed_runs}
+        return counts
+
     def _refresh_gauges(self) -> None:
         self.metrics.halted.set(1 if self.halt() is not None else 0)
         next_run = self.scheduler.next_run_time if self.scheduler is not None else None
         self.metrics.next_run.set(next_run.timestamp() if next_run else 0)
         self.metrics.outbox_pending.set(len(self.store.outbox_pending()))
-        if self.scheduler is not None:
-            self.metrics.missed_runs.labels("missed")  # present at 0 before any miss
 
 
 def _check_config(data: dict[str, Any], *, known: set[str]) -> ServiceConfig:

@@ -208,7 +208,8 @@ def test_metrics_expose_every_documented_series(api: Api):
                  "stress_symbols_tested", "stress_runner_up", "stress_scheduler_next_run",
                  "stress_last_run_timestamp_seconds", "stress_headroom_ratio",
                  "stress_kill_switch_total", "stress_alerts_total", "stress_halted",
-                 "stress_symbols_skipped", "stress_alert_outbox_pending"):
+                 "stress_symbols_skipped", "stress_alert_outbox_pending",
+                 "stress_scheduler_missed_runs_total"):
         assert name in text, name
     assert 'stress_runs_total{scenario="flash_crash_lite",trigger="manual"} 1.0' in text
     assert "stress_symbols_tested 2.0" in text
@@ -258,3 +259,14 @@ def test_openapi_is_served(api: Api):
                  "/api/v1/market/volatility"):
         assert path in spec["paths"]
     assert api("GET", "/docs").status_code == 200
+
+
+def test_an_explicit_environment_variable_beats_the_stored_config(make_service, book_file,
+                                                                  monkeypatch, caplog):
+    Api(make_service(book_path=book_file))("PUT", "/api/v1/stress/config",
+                                           json={"max_symbols": 1, "enabled": True})
+    monkeypatch.setenv("STRESS_ENABLED", "false")  # the runbook's emergency switch
+    service = make_service(book_path=book_file)
+    assert service.config.enabled is False
+    assert service.config.max_symbols == 1  # not set in the environment: the stored value
+    assert "STRESS_ENABLED=False from the environment overrides" in caplog.text
