@@ -129,3 +129,33 @@ def test_schedule_command_prints_iso_utc_times(count, tmp_path: Path):
     # Thanksgiving is closed; the day after closes at 13:00 New York time
     assert out.stdout.split() == ["2026-11-27T15:00:05Z", "2026-11-27T16:00:05Z",
                                   "2026-11-27T17:00:05Z"]
+
+
+def test_pending_pages_are_retried_in_the_background(make_plugins, monkeypatch, tmp_path):
+    import stamina
+
+    from pagerduty_server import FakePagerDuty
+    from stress_plugin.plugins import pagerduty
+
+    breaching = tmp_path / "breach.yaml"
+    breaching.write_text(yaml.safe_dump(book(position(quantity=6, var=3000))))
+    pd = FakePagerDuty().start()
+    pd.stop()  # PagerDuty is down when the breach happens
+    monkeypatch.setenv("PD_ROUTING_KEY", "K" * 32)
+    monkeypatch.setenv("PD_EVENTS_URL", pd.url)
+    stamina.set_testing(True, attempts=1)
+    try:
+        settings = load_settings()
+        service = StressService(settings, book_path=breaching, store=Store(settings.db_path),
+                                plugins=make_plugins(pagerduty=pagerduty))
+        service.run(trigger="manual")
+        assert len(service.store.outbox_pending()) == 1
+        pd.start()  # back on the same port
+        service.flush_outbox()  # what the background loop calls every minute
+        assert service.store.outbox_pending() == []
+        assert [e["event_action"] for e in pd.accepted()] == ["trigger"]
+        assert "stress_alert_outbox_pending 0.0" in service.metrics.render().decode()
+    finally:
+        stamina.set_testing(False)
+        pagerduty.reset_alerter()
+        pd.stop()
