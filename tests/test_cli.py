@@ -110,3 +110,11 @@ def test_scenarios_lists_the_pack_and_extra_files(tmp_path):
     out = cli("scenarios", "--json", env={"STRESS_SCENARIOS": str(extra)})
     assert out.returncode == 0, out.stderr
     assert set(json.loads(out.stdout)) == {"flash_crash_lite", "gap_down"}
+
+
+def test_plugin_tracing_on_demand(tmp_path):
+    out = cli("run", env={"STRESS_TRACE_PLUGINS": "1", "STRESS_DB": str(tmp_path / "s.db")})
+    assert out.returncode == 0, out.stderr
+    assert "plugin call: embedded_host.stress_book()" in out.stderr
+    assert "plugin call: riskagent_v2.stress_evaluate(result, limits) -> []" in out.stderr
+    assert "plugin call:" not in cli("run", env={"STRESS_DB": str(tmp_path / "s.db")}).stderr

@@ -134,3 +134,39 @@ def test_third_party_plugins_can_be_blocked_by_name(third_party: Path, tmp_path:
     out = cli("run", "--scenario", "deep_crash", env=env)
     assert out.returncode == 2 and "unknown scenario" in out.stderr
     assert cli("run", env=env).returncode == 0  # back on the demo book
+
+
+def test_example_webhook_sink_installs_with_pip_and_posts_breaches(tmp_path: Path):
+    import http.server
+    import threading
+
+    received: list[dict] = []
+
+    class Hook(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Hook)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        site = tmp_path / "site"
+        pip_install_target(ROOT / "examples" / "webhook_sink", site)
+        book_path = tmp_path / "book.json"
+        book_path.write_text(json.dumps({"equity": 100000, "positions": [
+            {"symbol": "MES", "quantity": 6, "price": 6000, "spread": 0.25, "multiplier": 5}]}))
+        env = {"PYTHONPATH": str(site), "STRESS_DB": str(tmp_path / "s.db"),
+               "STRESS_WEBHOOK_URL": f"http://127.0.0.1:{server.server_port}/hook"}
+        listing = {p["name"]: p for p in json.loads(cli("plugins", "--json", env=env).stdout)[
+            "plugins"]}
+        assert listing["webhook"]["distribution"] == "stress-sink-webhook"
+        assert cli("run", "--book", str(book_path), env=env).returncode == 1
+        assert len(received) == 1 and "flash_crash_lite on MES, PORTFOLIO" in received[0]["text"]
+        assert cli("run", env=env).returncode == 0  # a passing run posts nothing
+        assert len(received) == 1
+    finally:
+        server.shutdown()

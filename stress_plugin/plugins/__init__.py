@@ -242,7 +242,7 @@ class Plugins:
             return False, None, ms
         ms = (time.perf_counter() - started) * 1000
         if self.trace:
-            log.info("plugin call: %s.%s(%s) -> %r in %.3f ms", impl.plugin_name, hook,
+            log.info("plugin call: %s.%s(%s) -> %s in %.3f ms", impl.plugin_name, hook,
                      ", ".join(kwargs), _short(answer), ms)
         return True, answer, ms
 
