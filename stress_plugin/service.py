@@ -24,6 +24,7 @@ from stress_plugin.metrics import Metrics
 from stress_plugin.plugins import Plugins
 from stress_plugin.runner import DEFAULT_SCENARIO, StressRunner
 from stress_plugin.scenario import LIMIT_FIELDS, parse_limits
+from stress_plugin.scheduler import check_schedule
 from stress_plugin.settings import Settings
 from stress_plugin.store import Store
 
@@ -316,13 +317,14 @@ def _check_config(data: dict[str, Any], *, known: set[str]) -> ServiceConfig:
             raise ConfigError(src, name, value, f"must be a whole number from {low} to {high}")
         return value
 
-    for name in ("enabled", "market_hours_only"):
-        if not isinstance(data[name], bool):
-            raise ConfigError(src, name, data[name], "must be true or false")
-    interval = integer("interval_minutes", 1, 60)
-    if 60 % interval:
-        raise ConfigError(src, "interval_minutes", interval, "must divide 60")
-    offset = integer("offset_seconds", 0, interval * 60 - 1)
+    if not isinstance(data["enabled"], bool):
+        raise ConfigError(src, "enabled", data["enabled"], "must be true or false")
+    try:  # the scheduler's own check, so the API and the scheduler agree on what is valid
+        check_schedule(data["interval_minutes"], data["offset_seconds"],
+                       data["market_hours_only"])
+    except ValueError as exc:  # "name=value: problem"
+        name, _, rest = str(exc).partition("=")
+        raise ConfigError(src, name, data[name], rest.partition(": ")[2]) from None
     runtime = data["max_runtime_ms"]
     if isinstance(runtime, bool) or not isinstance(runtime, int | float) or not (
             math.isfinite(runtime) and runtime > 0):
@@ -338,8 +340,8 @@ def _check_config(data: dict[str, Any], *, known: set[str]) -> ServiceConfig:
     return ServiceConfig(
         enabled=data["enabled"],
         market_hours_only=data["market_hours_only"],
-        interval_minutes=interval,
-        offset_seconds=offset,
+        interval_minutes=data["interval_minutes"],
+        offset_seconds=data["offset_seconds"],
         max_symbols=integer("max_symbols", 1, 10_000_000),
         max_runtime_ms=float(runtime),
         scenarios=tuple(dict.fromkeys(scenarios)),
