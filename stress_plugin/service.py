@@ -121,13 +121,12 @@ class StressService:
     def scheduled_run(self, fire_time: datetime) -> None:
         """The scheduler's job: every configured scenario, keyed by the scheduled UTC time."""
         for name in self.config.scenarios:
-            key = fire_time if len(self.config.scenarios) == 1 else None
-            if key is not None and self.store.has_scheduled_run(_iso(key)):
-                log.warning("scheduled run at %s already done by another worker; skipped",
-                            _iso(key))
+            if self.store.has_scheduled_run(name, _iso(fire_time)):
+                log.warning("scheduled run of %s at %s already done by another worker; skipped",
+                            name, _iso(fire_time))
                 self.duplicate_runs += 1
                 continue
-            self.run(trigger="schedule", scenario=name, scheduled_for=key)
+            self.run(trigger="schedule", scenario=name, scheduled_for=fire_time)
 
     def _book(self) -> Book | None:
         """The --book file, read at every run (it is the live book), else the hooks."""

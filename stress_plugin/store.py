@@ -64,7 +64,7 @@ MIGRATIONS: list[str] = [
         timestamp TEXT NOT NULL,
         scenario TEXT NOT NULL,
         trigger TEXT NOT NULL CHECK (trigger IN ('schedule', 'manual', 'cli')),
-        scheduled_for TEXT UNIQUE,
+        scheduled_for TEXT,
         breach_count INTEGER NOT NULL,
         kill_switch INTEGER NOT NULL,
         headroom REAL NOT NULL,
@@ -72,6 +72,7 @@ MIGRATIONS: list[str] = [
         result TEXT NOT NULL
     );
     CREATE INDEX runs_by_time ON runs (timestamp);
+    CREATE UNIQUE INDEX runs_one_per_slot ON runs (scenario, scheduled_for);
 
     CREATE TABLE price_snapshots (
         run_id TEXT NOT NULL REFERENCES runs (run_id),
@@ -413,8 +414,10 @@ class Store:
                 [(result["run_id"], result["timestamp"], sym, price) for sym, price in prices],
             )
 
-    def has_scheduled_run(self, scheduled_for: str) -> bool:
-        return bool(self._query("SELECT 1 FROM runs WHERE scheduled_for = ?", (scheduled_for,)))
+    def has_scheduled_run(self, scenario: str, scheduled_for: str) -> bool:
+        """Whether this scenario's run for this fire time is already stored (by any worker)."""
+        return bool(self._query("SELECT 1 FROM runs WHERE scenario = ? AND scheduled_for = ?",
+                                (scenario, scheduled_for)))
 
     def runs_since(self, since: str) -> list[dict[str, Any]]:
         """Results of runs at or after ``since`` (ISO UTC), newest first, with their trigger."""

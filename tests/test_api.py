@@ -270,3 +270,16 @@ def test_an_explicit_environment_variable_beats_the_stored_config(make_service, 
     assert service.config.enabled is False
     assert service.config.max_symbols == 1  # not set in the environment: the stored value
     assert "STRESS_ENABLED=False from the environment overrides" in caplog.text
+
+
+def test_a_scheduled_slot_runs_once_per_scenario(make_service, book_file):
+    from datetime import UTC, datetime
+
+    service = make_service(book_path=book_file)
+    slot = datetime(2026, 11, 25, 15, 0, 5, tzinfo=UTC)
+    service.scheduled_run(slot)
+    service.scheduled_run(slot)  # a second worker, or a re-fire, for the same slot
+    runs = service.store.runs_since("2000-01-01T00:00:00Z")
+    assert [(r["trigger"], r["scheduled_for"]) for r in runs] == [
+        ("schedule", "2026-11-25T15:00:05Z")]
+    assert service.duplicate_runs == 1
