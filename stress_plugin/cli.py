@@ -18,16 +18,24 @@ EXIT_OK, EXIT_BREACH, EXIT_INPUT = 0, 1, 2
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.WARNING if args.quiet else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(OpsFormatter("%(asctime)s %(name)s %(level)s: %(message)s"))
+    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
+                        handlers=[handler])
     try:
         return int(args.handler(args))
     except StressError as exc:
         print(f"stress-runner: error: {exc}", file=sys.stderr)
         return EXIT_INPUT
+
+
+class OpsFormatter(logging.Formatter):
+    """Logger name first, then the level in lower case, so the runbook's log greps work:
+    ``grep "stress_runner"``, ``grep "stress.*error"``, ``grep "KILL_SWITCH triggered"``."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        record.level = record.levelname.lower()
+        return super().format(record)
 
 
 def _parser() -> argparse.ArgumentParser:

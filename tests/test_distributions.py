@@ -7,6 +7,7 @@ Each is installed with pip into a temporary directory (``--target``) and used th
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import textwrap
@@ -123,6 +124,9 @@ def test_third_party_pack_sink_bus_and_book_are_used(third_party: Path, tmp_path
     assert [e["kind"] for e in events] == ["bus", "alert"]
     assert events[0]["type"] == "KILL_SWITCH" and events[0]["run_id"] == result["run_id"]
     assert "demo sink is broken" in out.stderr  # the raising sink was isolated
+    # the runbook's greps: grep "stress.*error", grep "KILL_SWITCH triggered"
+    assert re.search(r"stress.*error.*demo sink is broken", out.stderr)
+    assert re.search(r"stress_runner.*KILL_SWITCH triggered", out.stderr)
 
 
 def test_third_party_plugins_can_be_blocked_by_name(third_party: Path, tmp_path: Path):
