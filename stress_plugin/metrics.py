@@ -48,6 +48,8 @@ class Metrics:
                                      registry=r)
         self.halted = Gauge("stress_halted", "1 while trading is halted by a KILL_SWITCH.",
                             registry=r)
+        self.before_render: Callable[[], None] = lambda: None
+        """Called at every scrape, so gauges read from the store and scheduler are current."""
         self.scheduler_counts: Callable[[], dict[str, int]] = dict
         """Read at every scrape: scheduled runs not done, by reason (the scheduler counts)."""
         r.register(_SchedulerCollector(self))
@@ -71,7 +73,20 @@ class Metrics:
     def alert_outcome(self, sink: str, outcome: str) -> None:
         self.alerts.labels(sink, outcome).inc()
 
+    def declare(self, scenarios: list[str], plugins: list[str], sinks: list[str]) -> None:
+        """Create the known label sets at 0, so a first increment shows in ``increase()``."""
+        for scenario in scenarios:
+            self.breaches.labels(scenario)
+            for trigger in ("schedule", "manual"):
+                self.runs.labels(scenario, trigger)
+        for plugin in plugins:
+            self.plugin_errors.labels(plugin)
+        for sink in sinks:
+            for outcome in ("ok", "error", "timeout"):
+                self.alerts.labels(sink, outcome)
+
     def render(self) -> bytes:
+        self.before_render()
         return generate_latest(self.registry)
 
 

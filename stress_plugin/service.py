@@ -98,6 +98,11 @@ class StressService:
         self.scheduler: Any = None
         self.duplicate_runs = 0
         self.metrics.scheduler_counts = self._scheduler_counts
+        self.metrics.before_render = self._refresh_gauges
+        self.metrics.declare(
+            scenarios=sorted(self.runner.scenarios()),
+            plugins=[info.name for info in self.plugins.describe()],
+            sinks=[info.name for info in self.plugins.describe() if "stress_alert" in info.hooks])
         self.host = self._embedded_host()
         if self.host is not None:
             self.host.use_store(self.store)

@@ -283,3 +283,19 @@ def test_a_scheduled_slot_runs_once_per_scenario(make_service, book_file):
     assert [(r["trigger"], r["scheduled_for"]) for r in runs] == [
         ("schedule", "2026-11-25T15:00:05Z")]
     assert service.duplicate_runs == 1
+
+
+def test_paging_off_is_counted_as_disabled_not_ok(make_service, book_file):
+    from stress_plugin.plugins import pagerduty
+
+    try:
+        api = Api(make_service(pagerduty, book_path=book_file))
+        text = api("GET", "/metrics").text
+        assert 'stress_runs_total{scenario="flash_crash_lite",trigger="schedule"} 0.0' in text
+        assert 'stress_alerts_total{outcome="error",sink="extra0"} 0.0' in text
+        api("POST", "/api/v1/stress/run")
+        text = api("GET", "/metrics").text
+        assert 'stress_alerts_total{outcome="disabled",sink="extra0"} 1.0' in text
+        assert 'stress_alerts_total{outcome="ok",sink="extra0"} 0.0' in text
+    finally:
+        pagerduty.reset_alerter()

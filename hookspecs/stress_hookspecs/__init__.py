@@ -93,7 +93,7 @@ def stress_bus_publish(event: RiskEvent) -> None:
 
 
 @hookspec
-def stress_alert(report: StressResult) -> None:
+def stress_alert(report: StressResult) -> str | None:
     """Deliver a run's report to people (PagerDuty, chat, mail).
 
     Called after every run, once any KILL_SWITCH has been published. ``report`` is the run's
@@ -101,4 +101,5 @@ def stress_alert(report: StressResult) -> None:
     scenario passed, so a sink that keeps incidents may resolve the one it opened for that
     scenario (most sinks simply return). Every implementation is called, each in its own worker
     with a timeout; raise to report a failed delivery. Keep anything slow behind a queue.
+    Return None, or one word for the ``stress_alerts_total`` outcome label (e.g. ``disabled``).
     """

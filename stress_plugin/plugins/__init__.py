@@ -193,8 +193,10 @@ class Plugins:
         deliveries = []
         for future, impl in futures.items():
             if future.done():
-                ok, _, ms = future.result()
+                ok, answer, ms = future.result()
                 error, outcome = (None, "ok") if ok else ("failed", "error")
+                if ok and isinstance(answer, str) and answer:
+                    outcome = answer  # the sink's own word, e.g. "disabled"
             else:
                 ms = (time.perf_counter() - started) * 1000
                 error, outcome = f"timed out after {self.alert_timeout_s:g} s", "timeout"
