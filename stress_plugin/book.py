@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from operator import attrgetter
 from pathlib import Path
 from typing import Any
 
@@ -120,15 +121,20 @@ class BookArrays:
             raise BookError(source, "positions", [], "must hold at least one position")
 
         def column(name: str, default: float = np.nan) -> np.ndarray:
-            values = [getattr(p, name) for p in positions]
+            values = list(map(attrgetter(name), positions))
             try:
-                return np.array([default if v is None else v for v in values], dtype=np.float64)
+                array = np.array(values, dtype=np.float64)  # None becomes NaN
             except (TypeError, ValueError):
                 bad = next(i for i, v in enumerate(values) if not _is_number(v))
                 raise BookError(source, _where(positions, bad, name), values[bad],
                                 "must be a number") from None
+            if not np.isnan(default):  # None means the default; a NaN given stays (and fails)
+                for i in np.flatnonzero(np.isnan(array)).tolist():
+                    if values[i] is None:
+                        array[i] = default
+            return array
 
-        symbols = np.array([p.symbol for p in positions], dtype=object)
+        symbols = np.array(list(map(attrgetter("symbol"), positions)), dtype=object)
         arrays = cls(
             symbols=symbols,
             quantity=column("quantity"),
@@ -145,17 +151,25 @@ class BookArrays:
         return arrays
 
     def _check(self, positions: Sequence[Position], source: str) -> None:
-        for i, sym in enumerate(self.symbols):
-            if not isinstance(sym, str) or not sym.strip():
-                raise BookError(source, f"positions[{i}].symbol", sym, "must be a non-empty string")
-        if len(set(self.symbols.tolist())) != len(self.symbols):
+        names = self.symbols.tolist()
+        try:
+            named = all(map(str.strip, names))  # C loops; the Python loop only finds the culprit
+        except TypeError:  # not a str
+            named = False
+        if not named:
+            for i, sym in enumerate(names):
+                if not isinstance(sym, str) or not sym.strip():
+                    raise BookError(source, f"positions[{i}].symbol", sym,
+                                    "must be a non-empty string")
+        unique = set(names)
+        if len(unique) != len(names):
             seen: set[str] = set()
-            for i, sym in enumerate(self.symbols):
+            for i, sym in enumerate(names):
                 if sym in seen:
                     raise BookError(source, f"positions[{i}].symbol", sym, "duplicate symbol")
                 seen.add(sym)
-        if PORTFOLIO in set(self.symbols.tolist()):
-            i = self.symbols.tolist().index(PORTFOLIO)
+        if PORTFOLIO in unique:
+            i = names.index(PORTFOLIO)
             raise BookError(source, f"positions[{i}].symbol", PORTFOLIO,
                             "is reserved for the whole book")
         with np.errstate(invalid="ignore"):

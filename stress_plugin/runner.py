@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from stress_hookspecs import Book, Limits, Metrics, RiskEvent, StressResult
+from stress_hookspecs.types import SymbolMetrics
 from stress_plugin import engine
 from stress_plugin.book import BookArrays, book_from_mapping, load_book
 from stress_plugin.errors import NO_VALUE, BookError, PluginError, ScenarioError, UnknownScenario
@@ -122,7 +123,9 @@ class StressRunner:
                 delta_change=None,
                 headroom=out.portfolio_headroom,
             ),
-            symbols=_symbol_metrics(arrays.symbols, out),
+            # columns, not 100,000 Metrics objects: made only if a plugin reads them one by one
+            symbols=SymbolMetrics(arrays.symbols, out.worst_pnl, out.drawdown_pct, out.var_ratio,
+                                  out.delta_change, out.headroom),
             headroom=float(min(out.portfolio_headroom, out.headroom.min())),
             limits=limits,
             skipped_symbols=skipped,
@@ -230,13 +233,3 @@ def _restrict(arrays: BookArrays, symbols: Sequence[str], source: str) -> BookAr
 def _none_if_nan(value: float) -> float | None:
     return None if np.isnan(value) else float(value)
 
-
-def _symbol_metrics(symbols: np.ndarray, out: engine.EngineOutput) -> dict[str, Metrics]:
-    var_ratio = [None if np.isnan(v) else v for v in out.var_ratio.tolist()]
-    return {
-        symbol: Metrics(worst_pnl=w, drawdown_pct=d, var_ratio=v, delta_change=c, headroom=h)
-        for symbol, w, d, v, c, h in zip(
-            symbols.tolist(), out.worst_pnl.tolist(), out.drawdown_pct.tolist(), var_ratio,
-            out.delta_change.tolist(), out.headroom.tolist(), strict=True,
-        )
-    }

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
@@ -74,3 +75,14 @@ def test_host_book_objects_are_checked_too():
 def test_missing_file_is_named(tmp_path: Path):
     with pytest.raises(BookError, match="cannot read"):
         load_book(tmp_path / "nope.yaml")
+
+
+def test_host_positions_with_none_take_the_defaults_and_nan_is_named():
+    positions = (Position("A", 1, 100.0, 0.1, 5, var=None, delta=None, gamma=None),
+                 Position("B", -2, 50.0, 0.1, 5, var=10.0))
+    arrays = BookArrays.from_book(Book(equity=1e6, positions=positions), "host")
+    assert arrays.delta.tolist() == [1.0, 1.0] and arrays.gamma.tolist() == [0.0, 0.0]
+    assert np.isnan(arrays.var[0]) and arrays.var[1] == 10.0
+    bad = (positions[0], Position("B", -2, 50.0, 0.1, 5, delta=float("nan")))
+    with pytest.raises(BookError, match=r"host: positions\[1\] \(B\)\.delta: must be a finite"):
+        BookArrays.from_book(Book(equity=1e6, positions=bad), "host")

@@ -162,3 +162,23 @@ def test_random_books_match_the_plain_loop(recovery):
     book_path = np.sum([reference_pnl(q[i], P[i], h[i], m[i], d[i], c[i], s[i], 2.5, g)
                         for i in range(n)], axis=0)
     assert out.portfolio_worst_pnl == pytest.approx(book_path.min(), rel=1e-12)
+
+
+@pytest.mark.parametrize("recovery", ["linear", "exponential", "none"])
+def test_headroom_solved_at_the_shock_point_is_the_smallest_over_the_grid(recovery):
+    """first_breach_scale solves g = max only; every other grid point breaches no earlier."""
+    rng = np.random.default_rng(11)
+    n = 400
+    q = rng.choice([-1, 1], n) * rng.integers(1, 50, n)
+    P, h = rng.uniform(1, 10_000, n), rng.uniform(0, 5, n) * (rng.random(n) < 0.9)
+    m, d = rng.choice([1, 2, 5, 50], n).astype(float), rng.uniform(-1, 1, n)
+    c = rng.uniform(-0.004, 0.004, n) * (rng.random(n) < 0.6)
+    s = rng.uniform(-0.5, 0.5, n) * (rng.random(n) < 0.95)
+    max_loss = rng.uniform(0, 20_000, n)
+    grid = np.sort(engine.recovery_profile(recovery, 60))
+    for k in (1.0, 3.0):
+        coef = engine.coefficients(q, P, h, m, d, c, s, k)
+        every_point = engine._smallest_negative_root(
+            coef.a[:, None] * grid, coef.b[:, None] * grid * grid,
+            max_loss[:, None] - coef.c0[:, None] - coef.e[:, None] * grid).min(axis=1)
+        assert np.array_equal(engine.first_breach_scale(coef, grid, max_loss), every_point)

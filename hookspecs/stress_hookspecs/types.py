@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -60,7 +61,9 @@ class Limits:
     """Largest change of a position's delta per contract (0.10 = 10%)."""
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {"max_drawdown_pct": self.max_drawdown_pct,
+                "max_var_multiplier": self.max_var_multiplier,
+                "max_position_delta": self.max_position_delta}
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,7 +77,8 @@ class Breach:
     threshold: float
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {"symbol": self.symbol, "limit": self.limit, "value": self.value,
+                "threshold": self.threshold}
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,7 +97,72 @@ class Metrics:
     """Scale of the price shock at which a limit is first exceeded, capped at 100."""
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        # spelled out: asdict() deep-copies and costs ~10x more, paid per symbol per run
+        return {"worst_pnl": self.worst_pnl, "drawdown_pct": self.drawdown_pct,
+                "var_ratio": self.var_ratio, "delta_change": self.delta_change,
+                "headroom": self.headroom}
+
+
+class SymbolMetrics(Mapping[str, Metrics]):
+    """The per-symbol metrics of a run held as columns, read like a ``dict[str, Metrics]``.
+
+    The runner's results carry one: for 100,000 symbols, making a ``Metrics`` per symbol costs
+    more than the stress model itself, and most runs never read them one by one (the store
+    writes ``to_dict()``, the built-in evaluator compares ``columns``). They are made all at
+    once on the first read. Read-only. A column is a list or has ``tolist()`` (a numpy array);
+    a NaN ``var_ratio`` reads as None (no VaR given).
+    """
+
+    __slots__ = ("_metrics", "columns")
+
+    def __init__(self, symbols: Sequence[str], worst_pnl: Sequence[float],
+                 drawdown_pct: Sequence[float], var_ratio: Sequence[float | None],
+                 delta_change: Sequence[float], headroom: Sequence[float]) -> None:
+        self.columns = (symbols, worst_pnl, drawdown_pct, var_ratio, delta_change, headroom)
+        """(symbols, worst_pnl, drawdown_pct, var_ratio, delta_change, headroom), book order."""
+        self._metrics: dict[str, Metrics] | None = None
+
+    def _lists(self) -> list[list[Any]]:
+        lists = [c.tolist() if hasattr(c, "tolist") else list(c) for c in self.columns]
+        lists[3] = [None if v is None or v != v else v for v in lists[3]]
+        return lists
+
+    def _dict(self) -> dict[str, Metrics]:
+        if self._metrics is None:
+            names, *values = self._lists()
+            self._metrics = dict(zip(names, map(Metrics, *values), strict=True))
+        return self._metrics
+
+    def __getitem__(self, symbol: str) -> Metrics:
+        return self._dict()[symbol]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._dict())
+
+    def __len__(self) -> int:
+        return len(self.columns[0])
+
+    def __contains__(self, symbol: object) -> bool:
+        return symbol in self._dict()
+
+    def keys(self) -> Any:
+        return self._dict().keys()
+
+    def items(self) -> Any:
+        return self._dict().items()
+
+    def values(self) -> Any:
+        return self._dict().values()
+
+    def __repr__(self) -> str:
+        return repr(self._dict())
+
+    def to_dict(self) -> dict[str, dict[str, Any]]:
+        """``{symbol: Metrics.to_dict()}`` straight from the columns, no ``Metrics`` made."""
+        names, w, d, v, c, h = self._lists()
+        return {s: {"worst_pnl": w_, "drawdown_pct": d_, "var_ratio": v_, "delta_change": c_,
+                    "headroom": h_}
+                for s, w_, d_, v_, c_, h_ in zip(names, w, d, v, c, h, strict=True)}
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,7 +175,8 @@ class StressResult:
     """ISO 8601 UTC, e.g. ``2024-01-15T15:00:05Z``."""
     symbols_tested: int
     portfolio: Metrics
-    symbols: dict[str, Metrics]
+    symbols: Mapping[str, Metrics]
+    """Per symbol in book order: a dict, or (from the runner) a read-only ``SymbolMetrics``."""
     headroom: float
     """Smallest headroom over the portfolio and every symbol."""
     limits: Limits
@@ -138,7 +208,8 @@ class StressResult:
             "headroom": self.headroom,
             "limits": self.limits.to_dict(),
             "portfolio": self.portfolio.to_dict(),
-            "symbols": {name: m.to_dict() for name, m in self.symbols.items()},
+            "symbols": (self.symbols.to_dict() if isinstance(self.symbols, SymbolMetrics)
+                        else {name: m.to_dict() for name, m in self.symbols.items()}),
             "skipped_symbols": list(self.skipped_symbols),
         }
 

@@ -1,0 +1,38 @@
+"""The contract's types: the runner's column-backed symbols read exactly like a dict."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+import numpy as np
+
+from conftest import book, position
+from stress_hookspecs import Metrics
+from stress_hookspecs.types import SymbolMetrics
+
+
+def test_symbol_metrics_reads_like_a_dict_of_metrics():
+    symbols = SymbolMetrics(np.array(["A", "B"], dtype=object), np.array([-1.0, -2.0]),
+                            np.array([0.01, 0.02]), np.array([np.nan, 1.5]),
+                            np.array([0.0, 0.07]), np.array([100.0, 1.2]))
+    plain = {"A": Metrics(-1.0, 0.01, None, 0.0, 100.0), "B": Metrics(-2.0, 0.02, 1.5, 0.07, 1.2)}
+    assert symbols == plain and plain == dict(symbols)
+    assert len(symbols) == 2 and list(symbols) == ["A", "B"] and "B" in symbols
+    assert "C" not in symbols and symbols.get("C") is None
+    assert symbols["A"].var_ratio is None  # NaN means no VaR given
+    assert type(symbols["B"].worst_pnl) is float
+    assert list(symbols.items()) == list(plain.items())
+    assert list(symbols.values()) == list(plain.values())
+    assert repr(symbols) == repr(plain)
+    assert symbols.to_dict() == {name: m.to_dict() for name, m in plain.items()}
+
+
+def test_runner_result_json_is_the_same_as_with_a_plain_dict(make_runner):
+    data = book(position(var=3000), position("MNQ", -2, 21000, 0.5, 2),
+                position("OPT", -4, 6000, 1.0, 5, var=1200, delta=-0.15, gamma=0.0004), var=9000)
+    result = make_runner().run_once(book=data)
+    assert isinstance(result.symbols, SymbolMetrics)
+    plain = replace(result, symbols=dict(result.symbols.items()))
+    assert json.dumps(result.to_dict()) == json.dumps(plain.to_dict())
+    assert result.to_dict()["symbols"]["MNQ"]["var_ratio"] is None
