@@ -10,9 +10,10 @@ import argparse
 import json
 from typing import Any
 
-from stress_plugin.plugins.pagerduty import PagerDutyAlerter
-from stress_plugin.settings import load_settings
 from stress_plugin.store import OUTBOX_STATUSES, OutboxEvent, Store
+
+# The CLI builds this parser for every command, so the alerter (httpx, stamina) and the
+# settings (pydantic) are imported in the handlers: no other command pays for them here.
 
 FLUSH_BUDGET_S = 60.0
 """A flush by hand is not inside the runner's 30 s alert window, so it may take longer."""
@@ -48,6 +49,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 def flush_handler(args: argparse.Namespace) -> int:
     """Exit 0 when the outbox is empty afterwards, 1 when events stayed pending or failed."""
+    from stress_plugin.plugins.pagerduty import PagerDutyAlerter
+    from stress_plugin.settings import load_settings
+
     settings = load_settings()
     with Store(settings.db_path) as store:
         alerter = PagerDutyAlerter(settings, store)
@@ -64,6 +68,8 @@ def flush_handler(args: argparse.Namespace) -> int:
 
 
 def list_handler(args: argparse.Namespace) -> int:
+    from stress_plugin.settings import load_settings
+
     settings = load_settings()
     with Store(settings.db_path) as store:
         events = store.outbox_list(args.status, limit=args.limit)
@@ -79,6 +85,9 @@ def list_handler(args: argparse.Namespace) -> int:
 
 def test_handler(args: argparse.Namespace) -> int:
     """Exit 0 when both the test trigger and its resolve were accepted."""
+    from stress_plugin.plugins.pagerduty import PagerDutyAlerter
+    from stress_plugin.settings import load_settings
+
     settings = load_settings()
     with Store(settings.db_path) as store:
         alerter = PagerDutyAlerter(settings, store)

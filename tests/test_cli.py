@@ -118,3 +118,24 @@ def test_plugin_tracing_on_demand(tmp_path):
     assert "plugin call: embedded_host.stress_book()" in out.stderr
     assert "plugin call: riskagent_v2.stress_evaluate(result, limits) -> []" in out.stderr
     assert "plugin call:" not in cli("run", env={"STRESS_DB": str(tmp_path / "s.db")}).stderr
+
+
+def test_unusable_store_path_is_named(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    out = cli("run", env={"STRESS_DB": str(blocker / "stress.db")})
+    assert out.returncode == 2 and "STRESS_DB: cannot open the store" in out.stderr
+    assert "Traceback" not in out.stderr
+
+
+def test_run_imports_none_of_the_services_heavy_modules(tmp_path):
+    """`run` stays a quick command: no web framework, scheduler, calendar or pandas."""
+    probe = ("import contextlib, io, sys\nfrom stress_plugin import cli\n"
+             "with contextlib.redirect_stdout(io.StringIO()):\n"
+             "    code = cli.main(['-q', 'run', '--json'])\n"
+             "heavy = ('fastapi', 'uvicorn', 'starlette', 'apscheduler', 'exchange_calendars',"
+             " 'pandas')\nprint(code, [m for m in heavy if m in sys.modules])")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PD_", "STRESS_"))}
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                         env={**env, "STRESS_DB": str(tmp_path / "s.db")}, timeout=120)
+    assert out.stdout.split() == ["0", "[]"], out.stderr
