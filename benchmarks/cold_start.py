@@ -1,0 +1,82 @@
+"""CLI cold start: ``stress-runner run --json`` on the demo book, next to ``import numpy``.
+
+Each command is a fresh process (this venv's interpreter, a temporary STRESS_DB), timed from
+spawn to exit. Also checks that ``run`` imports none of the service's heavy modules.
+
+    python benchmarks/cold_start.py [--repeat 20] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from common import fmt_ms, machine, pct, table
+
+HEAVY = ("fastapi", "uvicorn", "starlette", "apscheduler", "exchange_calendars", "pandas")
+"""What ``serve`` needs and ``run`` must not import."""
+_PROBE = """
+import contextlib, io, json, sys
+from stress_plugin import cli
+with contextlib.redirect_stdout(io.StringIO()):
+    code = cli.main(["-q", "run", "--json"])
+print(json.dumps({"exit": code, "modules": sorted(sys.modules)}))
+"""
+
+
+def _time(argv: list[str], env: dict[str, str], repeat: int) -> list[float]:
+    """Wall times in ms of ``repeat`` fresh processes, after one untimed warm-up (disk cache)."""
+    times = []
+    for i in range(repeat + 1):
+        start = time.perf_counter()
+        subprocess.run(argv, env=env, check=True, stdout=subprocess.DEVNULL,
+                       stderr=subprocess.DEVNULL)
+        if i:
+            times.append((time.perf_counter() - start) * 1000)
+    return times
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeat", type=int, default=20)
+    parser.add_argument("--quick", action="store_true", help="3 repeats (CI)")
+    args = parser.parse_args()
+    repeat = 3 if args.quick else args.repeat
+    python = sys.executable
+    runner = str(Path(python).with_name("stress-runner"))
+    with tempfile.TemporaryDirectory(prefix="stress-bench-") as folder:
+        env = {**os.environ, "STRESS_DB": str(Path(folder) / "stress.db")}
+        probe = subprocess.run([python, "-c", _PROBE], env=env, check=True,
+                               capture_output=True, text=True)
+        seen = json.loads(probe.stdout.splitlines()[-1])
+        blocked = {**env, "STRESS_DISABLE_PLUGINS": "pagerduty"}
+        commands = [
+            ("python -c pass", [python, "-c", "pass"], env),
+            ('python -c "import numpy"', [python, "-c", "import numpy"], env),
+            ("stress-runner --help", [runner, "--help"], env),
+            ("stress-runner run --json", [runner, "run", "--json"], env),
+            ("STRESS_DISABLE_PLUGINS=pagerduty stress-runner run --json",
+             [runner, "run", "--json"], blocked),
+        ]
+        rows = []
+        for label, argv, variables in commands:
+            times = _time(argv, variables, repeat)
+            rows.append([f"`{label}`", fmt_ms(pct(times, 50)), fmt_ms(min(times)),
+                         fmt_ms(pct(times, 90))])
+    loaded = [name for name in HEAVY if name in seen["modules"]]
+    print(f"### Cold start (ms, {repeat} runs each)\n\nMachine: {machine()}\n")
+    print(table(["command", "p50", "min", "p90"], rows))
+    print(f"\n`run` exit code {seen['exit']}; imports {len(seen['modules'])} modules; "
+          f"of {', '.join(HEAVY)}: {', '.join(loaded) or 'none'}.")
+    if loaded:
+        sys.exit(f"run imported {', '.join(loaded)}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,24 @@
+"""The benchmarks keep working: each script runs in its tiny ``--quick`` mode and prints its
+table. No timing is asserted here; the figures are for people, on known machines."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from conftest import ROOT
+
+
+@pytest.mark.parametrize(("script", "headings"), [
+    ("run_once.py", ["| symbols | run_once p50 |", "| 1,000 |", "Peak memory of one run"]),
+    ("trading_loop.py", ["| symbols | idle p50 |", "| 100 |", "| positions | p50 |"]),
+    ("cold_start.py", ["| `stress-runner run --json` |", "exit code 0", ": none."]),
+])
+def test_benchmark_runs_in_quick_mode(script, headings):
+    out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), "--quick"],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    for text in headings:
+        assert text in out.stdout, out.stdout
