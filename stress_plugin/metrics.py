@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from datetime import datetime
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, Metric
@@ -66,6 +68,14 @@ class Metrics:
         self.headroom.labels(result.scenario).set(result.headroom)
         if result.kill_switch:
             self.kill_switches.inc()
+
+    def restore(self, latest_runs: list[dict[str, Any]]) -> None:
+        """Gauges of the last stored runs, so a restart does not read as 'never ran'."""
+        for run in latest_runs:  # oldest first: the newest run sets the unlabelled gauges
+            self.headroom.labels(run["scenario"]).set(run["headroom"])
+            self.last_run.set(datetime.fromisoformat(run["timestamp"]).timestamp())
+            self.symbols_tested.set(run["symbols_tested"])
+            self.symbols_skipped.set(run["symbols_skipped"])
 
     def plugin_error(self, plugin: str) -> None:
         self.plugin_errors.labels(plugin).inc()

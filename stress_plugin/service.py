@@ -99,6 +99,7 @@ class StressService:
         self.duplicate_runs = 0
         self.metrics.scheduler_counts = self._scheduler_counts
         self.metrics.before_render = self._refresh_gauges
+        self.metrics.restore(self.store.latest_runs())
         self.metrics.declare(
             scenarios=sorted(self.runner.scenarios()),
             plugins=[info.name for info in self.plugins.describe()],

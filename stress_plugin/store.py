@@ -454,6 +454,16 @@ class Store:
         summary["kill_switch"] = bool(summary["kill_switch"])
         return summary
 
+    def latest_runs(self) -> list[dict[str, Any]]:
+        """The newest run of each scenario, oldest first: what the metrics show after a restart."""
+        rows = self._query(
+            "SELECT scenario, timestamp, headroom,"
+            " json_extract(result, '$.symbols_tested') AS symbols_tested,"
+            " json_array_length(result, '$.skipped_symbols') AS symbols_skipped"
+            " FROM runs AS r WHERE rowid = (SELECT rowid FROM runs WHERE scenario = r.scenario"
+            " ORDER BY timestamp DESC, rowid DESC LIMIT 1) ORDER BY timestamp, rowid")
+        return [dict(r) for r in rows]
+
     def prices_since(self, since: str) -> list[tuple[str, float]]:
         """(symbol, price) of every snapshot at or after ``since``, per symbol in time order."""
         rows = self._query("SELECT symbol, price FROM price_snapshots WHERE at >= ?"

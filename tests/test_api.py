@@ -299,3 +299,21 @@ def test_paging_off_is_counted_as_disabled_not_ok(make_service, book_file):
         assert 'stress_alerts_total{outcome="ok",sink="extra0"} 0.0' in text
     finally:
         pagerduty.reset_alerter()
+
+
+def test_metrics_after_a_restart_show_the_last_stored_run(make_service, book_file):
+    from datetime import datetime
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    first = Api(make_service(book_path=book_file))
+    result = first("POST", "/api/v1/stress/run").json()
+    restarted = Api(make_service(book_path=book_file))
+    samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
+               for family in text_string_to_metric_families(restarted("GET", "/metrics").text)
+               for s in family.samples}
+    assert samples[("stress_last_run_timestamp_seconds", ())] == datetime.fromisoformat(
+        result["timestamp"]).timestamp()
+    assert samples[("stress_headroom_ratio", (("scenario", "flash_crash_lite"),))] == result[
+        "headroom"]
+    assert samples[("stress_symbols_tested", ())] == 2
