@@ -145,9 +145,8 @@ class StressRunner:
         if result.kill_switch:
             self._kill_switch(result)
         if self.store is not None:
-            self.store.save_run(result.to_dict(), trigger=trigger, scheduled_for=scheduled_for,
-                                prices=list(zip(arrays.symbols.tolist(), arrays.price.tolist(),
-                                                strict=True)))
+            self.store.save_run(result, trigger=trigger, scheduled_for=scheduled_for,
+                                prices=arrays.price)
         self.plugins.alert(result)
         return result
 

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from stress_hookspecs import Book, Position
-from stress_plugin.store import Store, _json, _result_json
+from stress_plugin.store import Store
 
 
 def host_book(n: int) -> Book:
@@ -25,9 +25,25 @@ def test_saved_run_reads_back_as_to_dict_with_every_price(make_runner, tmp_path,
     data = host_book(n)
     result = runner.run_once(book=data)
     expected = result.to_dict()
-    assert json.loads(_result_json(expected)) == json.loads(_json(expected))  # any slicing
     (stored,) = store.runs_since("2000-01-01T00:00:00Z")
     assert stored == {**json.loads(json.dumps(expected)), "trigger": "manual",
                       "scheduled_for": None}
     assert store.prices_since("2000-01-01T00:00:00Z") == sorted(
         (p.symbol, p.price) for p in data.positions)
+
+
+def test_a_hand_built_result_round_trips_in_to_dict_order(tmp_path):
+    from stress_hookspecs import Breach, Limits, Metrics, StressResult
+
+    result = StressResult(
+        run_id="r1", scenario="s", timestamp="2026-11-25T15:00:05Z", symbols_tested=2,
+        portfolio=Metrics(-10.0, 0.1, None, None, 2.0),
+        symbols={"A": Metrics(-4.0, 0.04, None, 0.0, 3.0), "B": Metrics(-6.0, 0.06, 3.0, 0.2, 0.5)},
+        headroom=0.5, limits=Limits(), breaches=(Breach("B", "max_position_delta", 0.2, 0.1),),
+        kill_switch=True)
+    store = Store(tmp_path / "s.db")
+    store.save_run(result, trigger="cli", prices=[101.0, 202.0])
+    (stored,) = store.runs_since("2000-01-01T00:00:00Z")
+    assert list(stored) == [*result.to_dict(), "trigger", "scheduled_for"]
+    assert stored == {**result.to_dict(), "trigger": "cli", "scheduled_for": None}
+    assert store.prices_since("2000-01-01T00:00:00Z") == [("A", 101.0), ("B", 202.0)]

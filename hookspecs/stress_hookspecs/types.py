@@ -194,8 +194,10 @@ class StressResult:
     def breach_count(self) -> int:
         return len(self.breached_symbols)
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
+    def to_dict(self, *, symbols: bool = True) -> dict[str, Any]:
+        """The result JSON; ``symbols=False`` leaves out the per-symbol section (a store keeps
+        it as columns)."""
+        data = {
             "run_id": self.run_id,
             "scenario": self.scenario,
             "timestamp": self.timestamp,
@@ -208,10 +210,13 @@ class StressResult:
             "headroom": self.headroom,
             "limits": self.limits.to_dict(),
             "portfolio": self.portfolio.to_dict(),
-            "symbols": (self.symbols.to_dict() if isinstance(self.symbols, SymbolMetrics)
-                        else {name: m.to_dict() for name, m in self.symbols.items()}),
-            "skipped_symbols": list(self.skipped_symbols),
         }
+        if symbols:
+            data["symbols"] = (
+                self.symbols.to_dict() if isinstance(self.symbols, SymbolMetrics)
+                else {name: m.to_dict() for name, m in self.symbols.items()})
+        data["skipped_symbols"] = list(self.skipped_symbols)
+        return data
 
 
 @dataclass(frozen=True, slots=True)
