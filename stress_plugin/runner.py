@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import secrets
 import time
 from collections.abc import Mapping, Sequence
@@ -235,8 +236,10 @@ def _restrict(arrays: BookArrays, symbols: Sequence[str], source: str) -> BookAr
 
 def _let_others_run() -> None:
     """Release the GIL between the stages of a run, so a host's trading thread or event loop
-    that is waiting for it runs now rather than after the interpreter's 5 ms switch interval."""
-    time.sleep(0)
+    that is waiting for it runs now rather than after the interpreter's 5 ms switch interval.
+    ``os.sched_yield`` releases it for a fraction of a microsecond; ``time.sleep(0)`` would
+    sleep some 80 us."""
+    os.sched_yield()
 
 
 def _none_if_nan(value: float) -> float | None:

@@ -15,13 +15,14 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
-
-import numpy as np
+from typing import TYPE_CHECKING, Any
 
 from stress_hookspecs import StressResult
 from stress_hookspecs.types import SymbolMetrics
 from stress_plugin.errors import ConfigError
+
+if TYPE_CHECKING:
+    import numpy as np
 
 OUTBOX_STATUSES = ("pending", "delivered", "failed")
 SYMBOL_COLUMNS = ("worst_pnl", "drawdown_pct", "var_ratio", "delta_change", "headroom")
@@ -417,6 +418,8 @@ class Store:
         kill -9 and costs no fsync; only a power cut can lose the latest runs. The halt and
         the alert outbox keep full fsync.
         """
+        import numpy as np  # here, not at import: the alerts commands need no numpy
+
         names, columns = _symbol_columns(result)
         row = (result.run_id, result.timestamp, result.scenario, trigger, scheduled_for,
                result.breach_count, int(result.kill_switch), result.headroom,
@@ -444,6 +447,8 @@ class Store:
         rows = self._query("SELECT trigger, scheduled_for, result, symbols, symbol_columns"
                            " FROM runs WHERE timestamp >= ? ORDER BY timestamp DESC, rowid DESC",
                            (since,))
+        import numpy as np
+
         results = []
         for r in rows:
             names = json.loads(r["symbols"])
@@ -485,6 +490,8 @@ class Store:
         """(symbol, price) of every run at or after ``since``, per symbol in time order."""
         rows = self._query("SELECT symbols, prices FROM runs WHERE timestamp >= ?"
                            " ORDER BY timestamp, rowid", (since,))
+        import numpy as np
+
         series: dict[str, list[float]] = {}
         for r in rows:
             for symbol, price in zip(json.loads(r["symbols"]),
@@ -566,6 +573,8 @@ class Store:
 
 def _symbol_columns(result: StressResult) -> tuple[list[str], np.ndarray]:
     """The symbol names and a (SYMBOL_COLUMNS x symbols) float64 array; NaN for no VaR."""
+    import numpy as np
+
     if isinstance(result.symbols, SymbolMetrics):
         names, *columns = result.symbols.columns
     else:  # a result built by hand with a dict of Metrics
