@@ -19,30 +19,33 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(case_sensitive=False, extra="ignore", frozen=True)
 
     pd_routing_key: SecretStr | None = None
-    """PagerDuty Events API v2 routing key; paging is off without it."""
+    """PD_ROUTING_KEY: PagerDuty Events API v2 routing key; paging is off without it."""
     pd_events_url: str = PD_EVENTS_URL_DEFAULT
-    """Events API enqueue URL (the EU endpoint, or a local server in tests)."""
+    """PD_EVENTS_URL: Events API enqueue URL (the EU endpoint, or a local server in tests)."""
     pd_auto_resolve: bool = True
-    """Resolve the PagerDuty incident on the first passing run after a breach."""
+    """PD_AUTO_RESOLVE: resolve the incident on the first passing run after a breach."""
     pd_runbook_url: str | None = None
-    """Runbook link shown on every page; none when unset."""
+    """PD_RUNBOOK_URL: runbook link shown on every page; none when unset."""
     pd_dashboard_url: str | None = None
-    """Dashboard (Grafana) link shown on every page; none when unset."""
+    """PD_DASHBOARD_URL: dashboard (Grafana) link shown on every page; none when unset."""
     stress_enabled: bool = True
+    """STRESS_ENABLED: false schedules nothing (manual runs still work)."""
     market_hours_only: bool = True
+    """MARKET_HOURS_ONLY: false runs every interval, around the clock."""
     stress_max_symbols: int = Field(100, gt=0)
-    """Symbols stressed per run; the largest gross notionals are kept."""
+    """STRESS_MAX_SYMBOLS: symbols stressed per run; the largest gross notionals are kept."""
     stress_max_runtime_ms: float = Field(50.0, gt=0)
-    """Runtime budget of one run; exceeding it is logged, not fatal."""
+    """STRESS_MAX_RUNTIME_MS: runtime budget of one run; exceeding it is logged, not fatal."""
     stress_api_token: SecretStr | None = None
+    """STRESS_API_TOKEN: bearer token for the mutating endpoints; unset, loopback only."""
     stress_db: Path | None = None
-    """SQLite file of the store; default under the user's state directory."""
+    """STRESS_DB: SQLite file of the store; default under the user's state directory."""
     stress_disable_plugins: str = ""
-    """Comma-separated entry-point names of plugins not to load."""
+    """STRESS_DISABLE_PLUGINS: comma-separated entry-point names of plugins not to load."""
     stress_scenarios: str = ""
-    """Extra scenario YAML files, separated by the OS path separator (':' on Linux)."""
+    """STRESS_SCENARIOS: extra scenario YAML files, separated by ':' (the OS path separator)."""
     stress_trace_plugins: bool = False
-    """Log every plugin call with its arguments, answer and duration."""
+    """STRESS_TRACE_PLUGINS: log every plugin call with its answer and duration."""
 
     @field_validator("pd_events_url")
     @classmethod
