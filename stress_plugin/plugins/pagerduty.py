@@ -23,15 +23,15 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
-
-import httpx
-import stamina
+from typing import TYPE_CHECKING, Any
 
 from stress_hookspecs import StressResult, hookimpl
 from stress_plugin.errors import NO_VALUE, ConfigError
 from stress_plugin.settings import Settings, load_settings
 from stress_plugin.store import OutboxEvent, Store
+
+if TYPE_CHECKING:
+    import httpx
 
 log = logging.getLogger("stress_runner.pagerduty")
 
@@ -120,9 +120,7 @@ class PagerDutyAlerter:
         self.wait_max_s = wait_max_s
         self.wait_jitter_s = wait_jitter_s
         self._own_client = client is None
-        self._client = client or httpx.Client(
-            timeout=request_timeout_s, headers={"User-Agent": "stress-plugin"}
-        )
+        self._client = client
         self._send_lock = threading.Lock()
         """One delivery pass at a time, so events leave in outbox order and only once."""
 
@@ -130,8 +128,19 @@ class PagerDutyAlerter:
     def enabled(self) -> bool:
         return self._key is not None
 
+    @property
+    def client(self) -> httpx.Client:
+        """Made on the first send: with paging off, httpx is never imported (cold start)."""
+        if self._client is None:
+            import httpx
+
+            self._client = httpx.Client(
+                timeout=self.request_timeout_s, headers={"User-Agent": "stress-plugin"}
+            )
+        return self._client
+
     def close(self) -> None:
-        if self._own_client:
+        if self._own_client and self._client is not None:
             self._client.close()
 
     # -- the hook ---------------------------------------------------------------------------
@@ -353,6 +362,8 @@ class PagerDutyAlerter:
         assert self._key is not None
         data = json.dumps({"routing_key": self._key, **body}, allow_nan=False).encode()
         dedup_key = body.get("dedup_key")
+        import stamina  # here, not at import: `stress-runner run` without a key never sends
+
         try:
             for attempt in stamina.retry_context(
                 on=lambda exc: self._backoff(exc, deadline),
@@ -378,9 +389,11 @@ class PagerDutyAlerter:
     def _post_once(
         self, data: bytes, deadline: float, on_attempt: Callable[[str | None], None]
     ) -> httpx.Response:
+        import httpx
+
         timeout = min(self.request_timeout_s, max(deadline - time.monotonic(), _MIN_ATTEMPT_S))
         try:
-            response = self._client.post(
+            response = self.client.post(
                 self.url,
                 content=data,
                 headers={"Content-Type": "application/json"},
