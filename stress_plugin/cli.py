@@ -169,18 +169,17 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _schedule(args: argparse.Namespace) -> int:
-    """The same fire-time code the scheduler runs, with the stored config if there is one."""
+    """The same fire-time code and the same effective config as the service's scheduler."""
     from datetime import UTC, datetime
 
     from stress_plugin.errors import ConfigError
     from stress_plugin.scheduler import fire_times
-    from stress_plugin.service import ServiceConfig
+    from stress_plugin.service import effective_config, iso_utc
     from stress_plugin.settings import load_settings
     from stress_plugin.store import Store
 
     settings = load_settings()
-    config = {**ServiceConfig.from_settings(settings).to_dict(),
-              **(Store(settings.db_path).current_config() or {})}
+    config = effective_config(settings, Store(settings.db_path))
     if args.count < 1:
         raise ConfigError("arguments", "--count", args.count, "must be >= 1")
     try:
@@ -197,7 +196,7 @@ def _schedule(args: argparse.Namespace) -> int:
                        offset_seconds=config["offset_seconds"],
                        market_hours_only=config["market_hours_only"])
     for moment in times:
-        print(moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"))
+        print(iso_utc(moment))
     return EXIT_OK
 
 

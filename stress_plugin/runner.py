@@ -1,4 +1,4 @@
-"""One stress run: book -> symbol cap -> engine -> evaluators -> KILL_SWITCH -> alert sinks."""
+"""One stress run: book -> symbol cap -> engine -> evaluators -> KILL_SWITCH -> store -> sinks."""
 
 from __future__ import annotations
 

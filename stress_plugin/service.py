@@ -119,7 +119,7 @@ class StressService:
         with self._run_lock:
             result = self.runner.run_once(
                 book=self._book(), scenario=chosen, symbols=symbols, trigger=trigger,
-                scheduled_for=_iso(scheduled_for) if scheduled_for else None)
+                scheduled_for=iso_utc(scheduled_for) if scheduled_for else None)
         self.metrics.observe_run(result, trigger, time.time())
         self._refresh_gauges()
         return result
@@ -127,9 +127,9 @@ class StressService:
     def scheduled_run(self, fire_time: datetime) -> None:
         """The scheduler's job: every configured scenario, keyed by the scheduled UTC time."""
         for name in self.config.scenarios:
-            if self.store.has_scheduled_run(name, _iso(fire_time)):
+            if self.store.has_scheduled_run(name, iso_utc(fire_time)):
                 log.warning("scheduled run of %s at %s already done by another worker; skipped",
-                            name, _iso(fire_time))
+                            name, iso_utc(fire_time))
                 self.duplicate_runs += 1
                 continue
             self.run(trigger="schedule", scenario=name, scheduled_for=fire_time)
@@ -195,7 +195,7 @@ class StressService:
             "interval_minutes": self.config.interval_minutes,
             "offset_seconds": self.config.offset_seconds,
             "last_run": self.store.last_run_summary(),
-            "next_run": _iso(next_run) if next_run else None,
+            "next_run": iso_utc(next_run) if next_run else None,
             "total_runs": totals["runs"],
             "total_breaches": totals["breaches"],
             "scenarios": sorted(self.runner.scenarios()),
@@ -205,7 +205,7 @@ class StressService:
         }
 
     def results(self, hours: float) -> list[dict[str, Any]]:
-        return self.store.runs_since(_iso(datetime.now(UTC) - timedelta(hours=hours)))
+        return self.store.runs_since(iso_utc(datetime.now(UTC) - timedelta(hours=hours)))
 
     def volatility(self, hours: float) -> dict[str, Any]:
         """Per symbol, from the prices each run saw: samples, realized volatility, last/high/low.
@@ -213,7 +213,7 @@ class StressService:
         Realized volatility is sqrt(sum of squared log returns) between consecutive snapshots
         in the window: the volatility actually realized over that window, not annualized.
         """
-        since = _iso(datetime.now(UTC) - timedelta(hours=hours))
+        since = iso_utc(datetime.now(UTC) - timedelta(hours=hours))
         series: dict[str, list[float]] = {}
         for symbol, price in self.store.prices_since(since):
             series.setdefault(symbol, []).append(price)
@@ -265,24 +265,14 @@ class StressService:
     # -- helpers --------------------------------------------------------------------------------
 
     def _initial_config(self) -> ServiceConfig:
-        """Defaults, then the stored config (what operators last set through the API), then
-        any of the runbook's variables set explicitly in the environment: a deployment change
-        such as ``kubectl set env STRESS_ENABLED=false`` is the newest intent and must work."""
-        base = ServiceConfig.from_settings(self.settings).to_dict()
-        stored = self.store.current_config() or {}
-        explicit = {}
-        for variable, name in ENV_CONFIG.items():
-            if variable in self.settings.model_fields_set:
-                explicit[name] = base[name]
-                if name in stored and stored[name] != base[name]:
-                    log.warning("%s=%s from the environment overrides the stored %s=%s",
-                                variable.upper(), base[name], name, stored[name])
+        """The effective config (``effective_config``), validated; the environment's alone if
+        the stored one no longer validates (a scenario since uninstalled, say)."""
+        known = set(self.runner.scenarios())
         try:
-            return _check_config({**base, **stored, **explicit},
-                                 known=set(self.runner.scenarios()))
+            return _check_config(effective_config(self.settings, self.store), known=known)
         except ConfigError as exc:
             log.error("stored config is no longer valid (%s); using the environment's", exc)
-            return _check_config(base, known=set(self.runner.scenarios()))
+            return _check_config(ServiceConfig.from_settings(self.settings).to_dict(), known=known)
 
     def _apply_runner_settings(self) -> None:
         self.runner.settings = self.settings.model_copy(update={
@@ -310,6 +300,23 @@ class StressService:
         next_run = self.scheduler.next_run_time if self.scheduler is not None else None
         self.metrics.next_run.set(next_run.timestamp() if next_run else 0)
         self.metrics.outbox_pending.set(len(self.store.outbox_pending()))
+
+
+def effective_config(settings: Settings, store: Store) -> dict[str, Any]:
+    """Defaults, then the stored config (what operators last set through the API), then any of
+    the runbook's variables set explicitly in the environment: a deployment change such as
+    ``kubectl set env STRESS_ENABLED=false`` is the newest intent and must work. Unvalidated;
+    ``stress-runner schedule`` reads it too, so it lists what the service would schedule."""
+    base = ServiceConfig.from_settings(settings).to_dict()
+    stored = store.current_config() or {}
+    explicit = {}
+    for variable, name in ENV_CONFIG.items():
+        if variable in settings.model_fields_set:
+            explicit[name] = base[name]
+            if name in stored and stored[name] != base[name]:
+                log.warning("%s=%s from the environment overrides the stored %s=%s",
+                            variable.upper(), base[name], name, stored[name])
+    return {**base, **stored, **explicit}
 
 
 def _check_config(data: dict[str, Any], *, known: set[str]) -> ServiceConfig:
@@ -353,5 +360,6 @@ def _check_config(data: dict[str, Any], *, known: set[str]) -> ServiceConfig:
     )
 
 
-def _iso(moment: datetime) -> str:
+def iso_utc(moment: datetime) -> str:
+    """ISO 8601 UTC to the second with a Z: how runs and schedules are written everywhere."""
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

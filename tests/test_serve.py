@@ -159,3 +159,16 @@ def test_pending_pages_are_retried_in_the_background(make_plugins, monkeypatch, 
         stamina.set_testing(False)
         pagerduty.reset_alerter()
         pd.stop()
+
+
+def test_schedule_command_honours_an_explicit_environment_over_stored_config(tmp_path: Path):
+    from test_cli import cli
+
+    db = str(tmp_path / "s.db")
+    Store(db).save_config({"enabled": True, "interval_minutes": 30}, actor="test",
+                          change={"interval_minutes": 30})
+    out = cli("schedule", "--from", "2026-11-25T14:00:00Z", "--count", "2",
+              env={"STRESS_DB": db})
+    assert out.stdout.split() == ["2026-11-25T14:30:05Z", "2026-11-25T15:00:05Z"]
+    off = cli("schedule", "--count", "2", env={"STRESS_DB": db, "STRESS_ENABLED": "false"})
+    assert off.returncode == 0 and off.stdout == "" and "disabled" in off.stderr
