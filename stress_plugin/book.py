@@ -28,6 +28,11 @@ _POSITION_FIELDS = {"symbol", "quantity", "price", "spread", "multiplier", "var"
 
 def load_book(path: str | Path) -> Book:
     """Read and validate a book file (YAML, or JSON by its ``.json`` suffix)."""
+    return read_book(path)[0]
+
+
+def read_book(path: str | Path) -> tuple[Book, BookArrays]:
+    """The book file as a ``Book`` and as the validated columns, checked once."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -39,8 +44,7 @@ def load_book(path: str | Path) -> Book:
         raise BookError(str(path), None, NO_VALUE,
                         f"invalid {path.suffix[1:] or 'YAML'}: {exc}") from None
     book = book_from_mapping(data, str(path))
-    BookArrays.from_book(book, str(path))
-    return book
+    return book, BookArrays.from_book(book, str(path))
 
 
 def book_from_mapping(data: Any, source: str) -> Book:

@@ -17,7 +17,7 @@ import numpy as np
 from stress_hookspecs import Book, Limits, Metrics, RiskEvent, StressResult
 from stress_hookspecs.types import SymbolMetrics
 from stress_plugin import engine
-from stress_plugin.book import BookArrays, book_from_mapping, load_book
+from stress_plugin.book import BookArrays, book_from_mapping, read_book
 from stress_plugin.errors import NO_VALUE, BookError, PluginError, ScenarioError, UnknownScenario
 from stress_plugin.plugins import Plugins
 from stress_plugin.scenario import StressScenario, parse_limits
@@ -157,7 +157,7 @@ class StressRunner:
 
     def _book(self, book: Book | Mapping[str, Any] | str | Path | None) -> tuple[BookArrays, str]:
         if isinstance(book, str | Path):
-            return BookArrays.from_book(load_book(book), str(book)), str(book)
+            return read_book(book)[1], str(book)
         if book is None:
             answer = self.plugins.book()
             if answer is None:

@@ -17,8 +17,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from stress_hookspecs import Book, Limits, StressResult, hookimpl
-from stress_plugin.book import load_book
+from stress_hookspecs import Limits, StressResult, hookimpl
 from stress_plugin.errors import ConfigError
 from stress_plugin.metrics import Metrics
 from stress_plugin.plugins import Plugins
@@ -117,8 +116,9 @@ class StressService:
         """One run, never overlapping another; stored and counted before it returns."""
         chosen = self.runner.scenario(scenario or self.config.scenarios[0])
         with self._run_lock:
+            # the --book file is read at every run (it is the live book), else the hooks answer
             result = self.runner.run_once(
-                book=self._book(), scenario=chosen, symbols=symbols, trigger=trigger,
+                book=self.book_path, scenario=chosen, symbols=symbols, trigger=trigger,
                 scheduled_for=iso_utc(scheduled_for) if scheduled_for else None)
         self.metrics.observe_run(result, trigger, time.time())
         self._refresh_gauges()
@@ -133,10 +133,6 @@ class StressService:
                 self.duplicate_runs += 1
                 continue
             self.run(trigger="schedule", scenario=name, scheduled_for=fire_time)
-
-    def _book(self) -> Book | None:
-        """The --book file, read at every run (it is the live book), else the hooks."""
-        return load_book(self.book_path) if self.book_path is not None else None
 
     # -- config, limits, halt -------------------------------------------------------------------
 
