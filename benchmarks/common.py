@@ -89,15 +89,12 @@ def synthetic_book(n: int, seed: int = 0) -> HostBook:
     )
 
 
-def make_plugins(store: Store | None = None) -> Plugins:
+def make_plugins() -> Plugins:
     """The plugins as deployed minus the sinks: the evaluator, the embedded host, the pack."""
     pm, _ = build_manager(entry_points=False)
     plugins = Plugins(pm)
     plugins.register(riskagent_v2, "riskagent_v2")
-    host = EmbeddedHost()
-    if store is not None:
-        host.use_store(store)
-    plugins.register(host, "embedded_host")
+    plugins.register(EmbeddedHost(), "embedded_host")
     plugins.register(stress_pack_flash_crash, "flash_crash")
     return plugins
 
@@ -106,7 +103,7 @@ def make_runner(store: Store | None) -> StressRunner:
     """A runner over ``make_plugins`` with no symbol cap and no runtime-budget warnings."""
     settings = load_settings().model_copy(update={"stress_max_symbols": 10_000_000,
                                                   "stress_max_runtime_ms": 1e9})
-    return StressRunner(plugins=make_plugins(store), settings=settings, store=store)
+    return StressRunner(plugins=make_plugins(), settings=settings, store=store)
 
 
 def temp_store() -> tuple[Store, tempfile.TemporaryDirectory]:

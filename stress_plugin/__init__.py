@@ -14,6 +14,7 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "StressScenario": "stress_plugin.scenario",
     "StressRunner": "stress_plugin.runner",
+    "HourlyStressScheduler": "stress_plugin.scheduler",
     "PagerDutyAlerter": "stress_plugin.plugins.pagerduty",
     "load_book": "stress_plugin.book",
     "load_settings": "stress_plugin.settings",
@@ -21,6 +22,7 @@ _EXPORTS = {
 }
 
 __all__ = [
+    "HourlyStressScheduler",
     "PagerDutyAlerter",
     "StressError",
     "StressRunner",
@@ -35,6 +37,7 @@ if TYPE_CHECKING:
     from stress_plugin.plugins.pagerduty import PagerDutyAlerter
     from stress_plugin.runner import StressRunner
     from stress_plugin.scenario import StressScenario
+    from stress_plugin.scheduler import HourlyStressScheduler
     from stress_plugin.settings import load_settings
 
 

@@ -22,7 +22,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import BaseModel, ConfigDict, StrictBool, StrictFloat, StrictInt
 
 from stress_plugin import __version__
-from stress_plugin.errors import StressError, UnknownScenario
+from stress_plugin.errors import UNAVAILABLE_REASONS, RunFailure, StressError, UnknownScenario
 from stress_plugin.service import OUTBOX_FLUSH_INTERVAL_S, StressService
 
 log = logging.getLogger("stress_runner.api")
@@ -48,10 +48,17 @@ class ConfigPatch(BaseModel):
 
 
 class LimitsPatch(BaseModel):
+    """Live limits to set; ``null`` removes that field's live limit."""
+
     model_config = ConfigDict(extra="forbid")
     max_drawdown_pct: StrictFloat | StrictInt | None = None
     max_var_multiplier: StrictFloat | StrictInt | None = None
     max_position_delta: StrictFloat | StrictInt | None = None
+
+
+class ResetRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    reason: str | None = None
 
 
 def writer(request: Request) -> str:
@@ -99,9 +106,12 @@ def create_app(service: StressService, *, background: bool = True) -> FastAPI:
     @app.exception_handler(StressError)
     async def stress_error(request: Request, exc: StressError) -> JSONResponse:
         code = 404 if isinstance(exc, UnknownScenario) else 422
+        if isinstance(exc, RunFailure) and exc.reason in UNAVAILABLE_REASONS:
+            code = 503
         return JSONResponse(status_code=code, content={"detail": {
             "message": str(exc), "source": exc.source, "field": exc.field,
             "value": exc.value if isinstance(exc.value, str | int | float | list) else None,
+            **({"failure": exc.reason} if isinstance(exc, RunFailure) else {}),
         }})
 
     @app.get("/api/v1/stress/status")
@@ -114,6 +124,12 @@ def create_app(service: StressService, *, background: bool = True) -> FastAPI:
         result = await run_in_threadpool(lambda: service.run(
             trigger="manual", scenario=body.scenario, symbols=body.symbols))
         log.info("manual run %s by %s", result.run_id, actor)
+        if result.status == "failed":  # stored and alerted as failed; never a 200
+            code = 503 if result.failure in UNAVAILABLE_REASONS else 422
+            return JSONResponse(status_code=code, content={
+                "detail": {"message": f"stress run failed: {result.error}",
+                           "failure": result.failure, "run_id": result.run_id},
+                "result": result.to_dict()})
         return result.to_dict()
 
     @app.get("/api/v1/stress/results")
@@ -139,18 +155,24 @@ def create_app(service: StressService, *, background: bool = True) -> FastAPI:
         return {"halted": True, **halt}
 
     @app.post("/api/v1/risk/reset_circuit")
-    async def reset_circuit(actor: Writer) -> dict[str, Any]:
-        cleared = await run_in_threadpool(service.reset_circuit, actor)
+    async def reset_circuit(actor: Writer, body: ResetRequest | None = None) -> dict[str, Any]:
+        reason = body.reason if body else None
+        cleared = await run_in_threadpool(service.reset_circuit, actor, reason)
         return {"halted": False, "cleared": cleared, "by": actor}
 
     @app.get("/api/v1/risk/limits")
     async def risk_limits() -> dict[str, Any]:
-        return (await run_in_threadpool(service.limits)).to_dict()
+        return await run_in_threadpool(service.limits)
 
     @app.put("/api/v1/risk/limits")
     async def risk_limits_update(patch: LimitsPatch, actor: Writer) -> dict[str, Any]:
-        change = {k: float(v) for k, v in patch.model_dump(exclude_none=True).items()}
-        return (await run_in_threadpool(service.update_limits, change, actor)).to_dict()
+        change = {k: None if v is None else float(v)
+                  for k, v in patch.model_dump(exclude_unset=True).items()}
+        return await run_in_threadpool(service.update_limits, change, actor)
+
+    @app.delete("/api/v1/risk/limits")
+    async def risk_limits_delete(actor: Writer) -> dict[str, Any]:
+        return await run_in_threadpool(service.delete_limits, actor)
 
     @app.get("/api/v1/risk/limits/history")
     async def risk_limits_history() -> dict[str, Any]:

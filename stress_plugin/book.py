@@ -17,7 +17,7 @@ import numpy as np
 import yaml
 
 from stress_hookspecs import Book, Position
-from stress_plugin.checks import known_fields, parse_yaml, required
+from stress_plugin.checks import MAX_GREEK, MAX_MAGNITUDE, known_fields, parse_yaml, required
 from stress_plugin.errors import NO_VALUE, BookError
 
 PORTFOLIO = "PORTFOLIO"
@@ -192,7 +192,19 @@ class BookArrays:
                 ("delta", self.delta, np.isfinite(self.delta), "must be a finite number"),
                 ("gamma", self.gamma, np.isfinite(self.gamma), "must be a finite number"),
             )
-        for name, values, ok, problem in rules:
+            big = f"must be at most {MAX_MAGNITUDE:g}"
+            greek = f"must be at most {MAX_GREEK:g} in absolute value"
+            bounds = (  # so that no product of the model can overflow (model.md)
+                ("quantity", self.quantity, np.abs(self.quantity) <= MAX_MAGNITUDE,
+                 big + " in absolute value"),
+                ("price", self.price, self.price <= MAX_MAGNITUDE, big),
+                ("spread", self.spread, self.spread <= MAX_MAGNITUDE, big),
+                ("multiplier", self.multiplier, self.multiplier <= MAX_MAGNITUDE, big),
+                ("var", self.var, ~(self.var > MAX_MAGNITUDE), big),
+                ("delta", self.delta, np.abs(self.delta) <= MAX_GREEK, greek),
+                ("gamma", self.gamma, np.abs(self.gamma) <= MAX_GREEK, greek),
+            )
+        for name, values, ok, problem in (*rules, *bounds):
             if not ok.all():
                 bad = int(np.argmin(ok))
                 raise BookError(source, _where(positions, bad, name), float(values[bad]), problem)
@@ -211,3 +223,5 @@ def _check_scalar(source: str, field: str, value: Any, *, positive: bool) -> Non
         raise BookError(source, field, value, "must be a finite number")
     if positive and value <= 0:
         raise BookError(source, field, value, "must be > 0")
+    if value > MAX_MAGNITUDE:
+        raise BookError(source, field, value, f"must be at most {MAX_MAGNITUDE:g}")

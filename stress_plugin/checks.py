@@ -11,6 +11,10 @@ import yaml
 from stress_plugin.errors import StressError
 
 _YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+MAX_MAGNITUDE = 1e12
+"""Largest |quantity|, price, spread, multiplier, equity and VaR: with |delta| and |gamma| at
+most ``MAX_GREEK`` no product of the model can overflow a float64 (model.md, finite numbers)."""
+MAX_GREEK = 1e3
 
 
 def parse_yaml(text: str) -> Any:

@@ -142,9 +142,9 @@ def stress(
     rows = coef.with_total()
     var = np.append(position_var, np.nan if book_var is None else book_var)
     worst = worst_pnl(rows, grid)
-    loss = np.maximum(0.0, -worst[:n])
-    book_loss = max(0.0, -float(worst[n]))
-    with np.errstate(divide="ignore", invalid="ignore"):
+    loss = np.maximum(0.0, -worst[:n]) + 0.0  # + 0.0: a zero loss is 0.0, never -0.0
+    book_loss = max(0.0, -float(worst[n])) + 0.0
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         var_ratio = loss / position_var
     delta_change = gamma_move * float(np.abs(profile).max())
 
@@ -155,9 +155,11 @@ def stress(
     with np.errstate(divide="ignore"):
         headroom = np.minimum(scale[:n], limits.max_position_delta / delta_change)
     headroom = np.minimum(headroom, HEADROOM_CAP)
+    with np.errstate(over="ignore"):  # an overflow is caught after: the runner fails the run
+        drawdown_pct = loss / equity
     return EngineOutput(
         worst_pnl=worst[:n],
-        drawdown_pct=loss / equity,
+        drawdown_pct=drawdown_pct,
         var_ratio=var_ratio,
         delta_change=delta_change,
         headroom=headroom,

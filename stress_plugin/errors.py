@@ -44,3 +44,36 @@ class BookError(StressError):
 
 class PluginError(StressError):
     """A plugin answered something that cannot be used."""
+
+
+FAILURE_REASONS = {
+    "book_unavailable": "no book: the book hook raised, or nothing supplied one",
+    "book_invalid": "the book (hook answer or file) is not a valid book",
+    "limits_unavailable": "the stress_limits hook raised",
+    "limits_invalid": "the stress_limits answer is not valid limits",
+    "evaluator_failed": "a stress_evaluate implementation raised or answered something invalid",
+    "no_evaluator": "no stress_evaluate implementation is loaded",
+    "non_finite": "the engine produced a NaN or an infinity",
+}
+"""Why a run can fail: the ``reason`` label of ``stress_runs_failed_total``."""
+UNAVAILABLE_REASONS = frozenset({"book_unavailable", "limits_unavailable", "evaluator_failed",
+                                 "no_evaluator"})
+"""Failures of something the run depends on (the API answers 503), not of the input (422)."""
+
+
+class RunFailure(StressError):
+    """What a run needs (book, limits, evaluators, finite numbers) could not be had.
+
+    The runner turns it into a stored, counted and alerted ``failed`` run; it never passes.
+    """
+
+    def __init__(self, reason: str, source: str, field: str | None, value: Any,
+                 problem: str) -> None:
+        assert reason in FAILURE_REASONS, reason
+        self.reason = reason
+        super().__init__(source, field, value, problem)
+
+    @classmethod
+    def wrap(cls, reason: str, exc: StressError) -> RunFailure:
+        """The same message as ``exc``, labelled with ``reason``."""
+        return cls(reason, exc.source, exc.field, exc.value, exc.problem)

@@ -10,6 +10,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.core import CounterMetricFamily, Metric
 
 from stress_hookspecs import StressResult
+from stress_plugin.errors import FAILURE_REASONS
 
 RUNTIME_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1)
 """0.1 ms to 100 ms: the 50 ms budget sits between the last two buckets."""
@@ -21,8 +22,11 @@ class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
-        self.runs = Counter("stress_runs_total", "Stress runs completed.",
+        self.runs = Counter("stress_runs_total", "Stress runs, failed ones included.",
                             ["scenario", "trigger"], registry=r)
+        self.failed_runs = Counter("stress_runs_failed_total", "Stress runs that could not "
+                                   "check the book (never a pass), by reason.",
+                                   ["scenario", "reason"], registry=r)
         self.breaches = Counter("stress_breaches_total",
                                 "Breached symbols (PORTFOLIO included) summed over runs.",
                                 ["scenario"], registry=r)
@@ -60,14 +64,17 @@ class Metrics:
 
     def observe_run(self, result: StressResult, trigger: str, finished_unix: float) -> None:
         self.runs.labels(result.scenario, trigger).inc()
+        if result.kill_switch:
+            self.kill_switches.inc()
+        if result.status == "failed":  # no metrics to show: the gauges keep the last real run
+            self.failed_runs.labels(result.scenario, result.failure).inc()
+            return
         self.breaches.labels(result.scenario).inc(result.breach_count)
         self.runtime.observe(result.runtime_ms / 1000)
         self.symbols_tested.set(result.symbols_tested)
         self.symbols_skipped.set(len(result.skipped_symbols))
         self.last_run.set(finished_unix)
         self.headroom.labels(result.scenario).set(result.headroom)
-        if result.kill_switch:
-            self.kill_switches.inc()
 
     def restore(self, latest_runs: list[dict[str, Any]]) -> None:
         """Gauges of the last stored runs, so a restart does not read as 'never ran'."""
@@ -87,6 +94,8 @@ class Metrics:
         """Create the known label sets at 0, so a first increment shows in ``increase()``."""
         for scenario in scenarios:
             self.breaches.labels(scenario)
+            for reason in FAILURE_REASONS:
+                self.failed_runs.labels(scenario, reason)
             for trigger in ("schedule", "manual"):
                 self.runs.labels(scenario, trigger)
         for plugin in plugins:

@@ -1,4 +1,10 @@
-"""One stress run: book -> symbol cap -> engine -> evaluators -> KILL_SWITCH -> store -> sinks."""
+"""One stress run: book -> symbol cap -> engine -> evaluators -> KILL_SWITCH -> store -> sinks.
+
+A run ends ``passed``, ``breached`` or ``failed``. What a run needs (the book, the limits, the
+evaluators, finite numbers) fails closed: a run that could not check the book is stored,
+counted and alerted as failed, never reported as passing. The runtime owns the halt latch: a
+KILL_SWITCH is latched in the store whatever plugins are loaded.
+"""
 
 from __future__ import annotations
 
@@ -18,9 +24,18 @@ from stress_hookspecs import Book, Limits, Metrics, RiskEvent, StressResult
 from stress_hookspecs.types import SymbolMetrics
 from stress_plugin import engine
 from stress_plugin.book import BookArrays, book_from_mapping, read_book
-from stress_plugin.errors import NO_VALUE, BookError, PluginError, ScenarioError, UnknownScenario
+from stress_plugin.errors import (
+    NO_VALUE,
+    BookError,
+    PluginError,
+    RunFailure,
+    ScenarioError,
+    StressError,
+    UnknownScenario,
+)
+from stress_plugin.limits import check_limits, limits_in_force
 from stress_plugin.plugins import Plugins
-from stress_plugin.scenario import StressScenario, parse_limits
+from stress_plugin.scenario import StressScenario
 from stress_plugin.settings import Settings, load_settings
 from stress_plugin.store import Store
 
@@ -30,16 +45,20 @@ DEFAULT_SCENARIO = "flash_crash_lite"
 
 
 class StressRunner:
-    """Runs scenarios against the book; plugins are loaded once, when the runner is made."""
+    """Runs scenarios against the book; plugins are loaded once, when the runner is made.
+
+    ``store`` keeps every run and the halt latch; without one the runner keeps them in memory
+    for its own lifetime.
+    """
 
     def __init__(self, plugins: Plugins | None = None, settings: Settings | None = None,
                  store: Store | None = None) -> None:
         self.settings = settings or load_settings()
-        self.store = store
-        """Where each run is kept, with the prices it saw; None keeps nothing."""
+        self.store = store if store is not None else Store(":memory:")
         self.plugins = plugins or Plugins.load(
             self.settings.disabled_plugins, trace=self.settings.stress_trace_plugins
         )
+        self.plugins.require_evaluator()
         self._scenarios: dict[str, StressScenario] | None = None
         self._profiles: dict[tuple[str, int], np.ndarray] = {}
 
@@ -73,6 +92,45 @@ class StressRunner:
             raise UnknownScenario("scenario", None, text, f"unknown scenario (known: {names})")
         return known[text]
 
+    # -- the limits and the halt ----------------------------------------------------------------
+
+    def limits(self, scenario: StressScenario) -> tuple[Limits, dict[str, str]]:
+        """The limits in force now and each field's source (live > host > scenario > default).
+
+        Raises ``RunFailure`` when the host's ``stress_limits`` raises or answers nonsense.
+        """
+        return limits_in_force(scenario=scenario.limits_given, host=self.host_limits(),
+                               live=self.store.live_limits())
+
+    def host_limits(self) -> tuple[str, dict[str, float]] | None:
+        """(plugin, the fields it sets) from ``stress_limits``, checked; None when no host sets
+        any. Raises ``RunFailure`` when the hook raises or answers something invalid."""
+        answer = self.plugins.limits()
+        if answer is None:
+            return None
+        plugin, given = answer
+        try:
+            return plugin, check_limits(given, f"plugin {plugin} (stress_limits)", PluginError)
+        except StressError as exc:
+            raise RunFailure.wrap("limits_invalid", exc) from None
+
+    def halt(self) -> dict[str, Any] | None:
+        """The halt in force (reason, since, run_id, scenario, symbols), or None."""
+        return self.store.halt_get()
+
+    def reset(self, actor: str, reason: str | None = None) -> dict[str, Any] | None:
+        """Clear the halt latch (audited with ``actor`` and ``reason``), then tell the host bus
+        with a ``RESET`` event; returns the halt that was cleared, if any."""
+        cleared = self.store.halt_clear(actor, reason)
+        if cleared is not None:
+            log.warning("circuit reset by %s: trading halt of run %s cleared (%s)", actor,
+                        cleared["run_id"], reason or "no reason given")
+            self.plugins.bus_publish(RiskEvent(
+                type="RESET", scenario=cleared["scenario"], symbols=tuple(cleared["symbols"]),
+                run_id=cleared["run_id"], timestamp=_iso_now(),
+                reason=f"reset by {actor}: {reason or 'no reason given'}"))
+        return cleared
+
     # -- the run ------------------------------------------------------------------------------
 
     def run_once(
@@ -88,21 +146,54 @@ class StressRunner:
 
         ``book`` overrides the ``stress_book`` hook; ``symbols`` restricts the book to those.
         ``trigger`` (schedule, manual, cli) and ``scheduled_for`` (ISO UTC) go to the store.
-        Raises ``StressError`` for unusable input; plugin failures are logged, never raised.
+        Raises ``StressError`` for a bad request (unknown scenario or symbol). Anything the run
+        needs that cannot be had ends in a result with ``status == "failed"``, stored and
+        alerted like any other; output plugin failures are logged, never raised.
         """
         started = time.perf_counter()
         now = datetime.now(UTC)
-        timestamp = now.strftime("%Y-%m-%dT%H:%M:%SZ")
         run_id = f"{now.strftime('%Y%m%dT%H%M%SZ')}-{secrets.token_hex(4)}"
         chosen = self.scenario(scenario)
-
-        arrays, source = self._book(book)
+        stub = StressResult(run_id=run_id, scenario=chosen.name,
+                            timestamp=now.strftime("%Y-%m-%dT%H:%M:%SZ"), symbols_tested=0,
+                            portfolio=None, symbols={}, headroom=None, limits=None)
+        arrays = None
+        try:
+            arrays, source = self._book(book)
+            stub = replace(stub, book_source=source)
+            _let_others_run()
+            if symbols:
+                arrays = _restrict(arrays, symbols, source)
+            arrays, skipped = self._cap(arrays)
+            limits, limit_sources = self.limits(chosen)
+            stub = replace(stub, symbols_tested=len(arrays), skipped_symbols=skipped,
+                           limits=limits, limit_sources=limit_sources)
+            result = self._stress(stub, arrays, chosen, limits)
+            _let_others_run()
+            breaches = self.plugins.evaluate(result, limits)
+        except RunFailure as exc:
+            result = replace(stub, error=str(exc), failure=exc.reason)
+        else:
+            result = replace(result, breaches=tuple(breaches), kill_switch=bool(breaches))
         _let_others_run()
-        if symbols:
-            arrays = _restrict(arrays, symbols, source)
-        arrays, skipped = self._cap(arrays)
-        limits = self._limits(chosen)
+        runtime_ms = (time.perf_counter() - started) * 1000
+        result = replace(result, runtime_ms=round(runtime_ms, 3))
+        self._log(result, runtime_ms)
 
+        halt_on_failure = result.status == "failed" and self.settings.stress_on_failure == "halt"
+        if result.breaches or halt_on_failure:
+            result = replace(result, kill_switch=True)
+            self._kill_switch(result)
+        result = replace(result, halted=self.halt() is not None)
+        _let_others_run()
+        self.store.save_run(result, trigger=trigger, scheduled_for=scheduled_for,
+                            prices=arrays.price if result.portfolio is not None else None)
+        self.plugins.alert(result)
+        return result
+
+    def _stress(self, stub: StressResult, arrays: BookArrays, chosen: StressScenario,
+                limits: Limits) -> StressResult:
+        """The engine's metrics as a result (no breaches yet); any non-finite one fails the run."""
         shocks = np.full(len(arrays), chosen.price_shock_pct)
         for symbol, shock in chosen.symbol_shocks.items():
             shocks[arrays.symbols == symbol] = shock
@@ -112,13 +203,9 @@ class StressRunner:
         gamma_move = np.abs(arrays.gamma * arrays.price * shocks)
         out = engine.stress(coef, gamma_move, arrays.var, arrays.equity, arrays.book_var,
                             self._profile(chosen), limits)
-        _let_others_run()
-
-        result = StressResult(
-            run_id=run_id,
-            scenario=chosen.name,
-            timestamp=timestamp,
-            symbols_tested=len(arrays),
+        _check_finite(out, arrays)
+        return replace(
+            stub,
             portfolio=Metrics(
                 worst_pnl=out.portfolio_worst_pnl,
                 drawdown_pct=out.portfolio_drawdown_pct,
@@ -130,48 +217,50 @@ class StressRunner:
             symbols=SymbolMetrics(arrays.symbols, out.worst_pnl, out.drawdown_pct, out.var_ratio,
                                   out.delta_change, out.headroom),
             headroom=float(min(out.portfolio_headroom, out.headroom.min())),
-            limits=limits,
-            skipped_symbols=skipped,
         )
-        breaches = self.plugins.evaluate(result, limits)
-        _let_others_run()
-        runtime_ms = (time.perf_counter() - started) * 1000
-        result = replace(result, breaches=tuple(breaches), kill_switch=bool(breaches),
-                         runtime_ms=round(runtime_ms, 3))
 
+    def _log(self, result: StressResult, runtime_ms: float) -> None:
+        if result.status == "failed":
+            log.error("stress run failed: %s run %s: %s", result.scenario, result.run_id,
+                      result.error)
+            return
         log.info("stress run %s: scenario=%s symbols_tested=%d breaches=%d headroom=%.4g "
-                 "runtime_ms=%.3f", run_id, chosen.name, result.symbols_tested,
+                 "runtime_ms=%.3f", result.run_id, result.scenario, result.symbols_tested,
                  result.breach_count, result.headroom, runtime_ms)
         budget = self.settings.stress_max_runtime_ms
         if runtime_ms > budget:
             log.warning("stress run %s exceeded max runtime: %.3f ms > %g ms "
-                        "(symbols_tested=%d)", run_id, runtime_ms, budget, result.symbols_tested)
-        if result.kill_switch:
-            self._kill_switch(result)
-        if self.store is not None:
-            _let_others_run()
-            self.store.save_run(result, trigger=trigger, scheduled_for=scheduled_for,
-                                prices=arrays.price)
-        self.plugins.alert(result)
-        return result
+                        "(symbols_tested=%d)", result.run_id, runtime_ms, budget,
+                        result.symbols_tested)
 
     def _book(self, book: Book | Mapping[str, Any] | str | Path | None) -> tuple[BookArrays, str]:
+        """The book's columns and who supplied it; ``RunFailure`` when there is none to use."""
         if isinstance(book, str | Path):
-            return read_book(book)[1], str(book)
+            try:
+                return read_book(book)[1], str(book)
+            except BookError as exc:
+                reason = "book_unavailable" if exc.problem.startswith("cannot read") else \
+                    "book_invalid"
+                raise RunFailure.wrap(reason, exc) from None
         if book is None:
             answer = self.plugins.book()
             if answer is None:
-                raise BookError("stress_book", None, NO_VALUE,
-                                "no plugin provided a book (is embedded_host disabled?)")
+                suppliers = ", ".join(self.plugins.book_suppliers()) or "none is loaded"
+                raise RunFailure("book_unavailable", "stress_book", None, NO_VALUE,
+                                 f"no plugin provided a book (asked: {suppliers})")
             plugin, book = answer
-            source = f"plugin {plugin} (stress_book)"
+            source = f"plugin {plugin}"
         else:
             source = "book argument"
-        if isinstance(book, Mapping):
-            book = book_from_mapping(book, source)
-        if not isinstance(book, Book):
-            raise PluginError(source, None, type(book).__name__, "must be a Book or a mapping")
-        return BookArrays.from_book(book, source), source
+        where = f"{source} (stress_book)" if source.startswith("plugin") else source
+        try:
+            if isinstance(book, Mapping):
+                book = book_from_mapping(book, where)
+            if not isinstance(book, Book):
+                raise PluginError(where, None, type(book).__name__, "must be a Book or a mapping")
+            return BookArrays.from_book(book, where), source
+        except StressError as exc:
+            raise RunFailure.wrap("book_invalid", exc) from None
 
     def _cap(self, arrays: BookArrays) -> tuple[BookArrays, tuple[str, ...]]:
         """Keep the STRESS_MAX_SYMBOLS largest gross notionals |q m P|, in book order."""
@@ -186,14 +275,6 @@ class StressRunner:
                     ", ".join(skipped[:10]) + (" ..." if len(skipped) > 10 else ""))
         return arrays.take(np.sort(order[:cap])), skipped
 
-    def _limits(self, scenario: StressScenario) -> Limits:
-        answer = self.plugins.limits()
-        if answer is None:
-            return scenario.thresholds
-        plugin, limits = answer
-        return parse_limits(limits, f"plugin {plugin} (stress_limits)", scenario.thresholds,
-                            error=PluginError)
-
     def _profile(self, scenario: StressScenario) -> np.ndarray:
         key = (scenario.recovery_type, scenario.steps)
         if key not in self._profiles:
@@ -201,9 +282,13 @@ class StressRunner:
         return self._profiles[key]
 
     def _kill_switch(self, result: StressResult) -> None:
-        """Halt first: published before any alert sink runs; a failed bus is loud."""
-        reason = "; ".join(f"{b.symbol} {b.limit} {b.value:.6g} > {b.threshold:g}"
-                           for b in result.breaches[:20])
+        """Halt first: published on the bus and latched before the run is stored or any sink
+        runs; a bus that nobody accepted is loud."""
+        if result.status == "failed":
+            reason = f"run failed ({result.failure}): {result.error}"
+        else:
+            reason = "; ".join(f"{b.symbol} {b.limit} {b.value:.6g} > {b.threshold:g}"
+                               for b in result.breaches[:20])
         event = RiskEvent(type="KILL_SWITCH", scenario=result.scenario,
                           symbols=tuple(result.breached_symbols), run_id=result.run_id,
                           timestamp=result.timestamp, reason=reason)
@@ -213,6 +298,9 @@ class StressRunner:
         if not any(d.error is None for d in deliveries):
             log.critical("KILL_SWITCH for run %s reached no bus: %s", result.run_id,
                          ", ".join(d.plugin for d in deliveries) or "no stress_bus_publish plugin")
+        self.store.halt_set({"reason": reason, "since": result.timestamp,
+                             "run_id": result.run_id, "scenario": result.scenario,
+                             "symbols": list(result.breached_symbols)})
 
 
 def _scenario_from(plugin: str, item: Any) -> StressScenario:
@@ -244,4 +332,31 @@ def _let_others_run() -> None:
 
 def _none_if_nan(value: float) -> float | None:
     return None if np.isnan(value) else float(value)
+
+
+def _check_finite(out: engine.EngineOutput, arrays: BookArrays) -> None:
+    """Fail the run on any NaN or infinity (a NaN VaR ratio is fine: no VaR was given)."""
+    checks = [("worst_pnl", out.worst_pnl), ("drawdown_pct", out.drawdown_pct),
+              ("delta_change", out.delta_change), ("headroom", out.headroom),
+              ("var_ratio", np.where(np.isnan(arrays.var), 0.0, out.var_ratio))]
+    for name, column in checks:
+        if not np.isfinite(column).all():
+            bad = int(np.argmin(np.isfinite(column)))
+            raise RunFailure("non_finite", "engine", f"{arrays.symbols[bad]}.{name}",
+                             float(column[bad]), "is not a finite number; the book's numbers "
+                             "are too large or too small to stress")
+    portfolio = [("worst_pnl", out.portfolio_worst_pnl),
+                 ("drawdown_pct", out.portfolio_drawdown_pct),
+                 ("headroom", out.portfolio_headroom)]
+    if arrays.book_var is not None:
+        portfolio.append(("var_ratio", out.portfolio_var_ratio))
+    for name, value in portfolio:
+        if not np.isfinite(value):
+            raise RunFailure("non_finite", "engine", f"PORTFOLIO.{name}", float(value),
+                             "is not a finite number; the book's numbers are too large or too "
+                             "small to stress")
+
+
+def _iso_now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 

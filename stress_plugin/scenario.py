@@ -11,12 +11,14 @@ import yaml
 
 from stress_hookspecs import Limits
 from stress_plugin.checks import known_fields, number, parse_yaml, required
-from stress_plugin.errors import NO_VALUE, ScenarioError, StressError
+from stress_plugin.errors import NO_VALUE, ScenarioError
+from stress_plugin.limits import LIMIT_FIELDS, check_limits, limits_in_force
 
 RECOVERY_TYPES = ("linear", "exponential", "none")
 MAX_GRID_POINTS = 10_001
 """Bounds the engine's symbols x time work; 10,000 steps is far finer than any useful grid."""
-LIMIT_FIELDS = ("max_drawdown_pct", "max_var_multiplier", "max_position_delta")
+MAX_SPREAD_MULT = 1000.0
+"""Spreads widen at most 1000x: with the book's bounds the spread cost stays finite."""
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 _FIELDS = {
     "scenario_name",
@@ -29,24 +31,6 @@ _FIELDS = {
     "symbol_shocks",
     *LIMIT_FIELDS,
 }
-
-
-def parse_limits(
-    data: Any,
-    source: str,
-    defaults: Limits | None = None,
-    error: type[StressError] = ScenarioError,
-) -> Limits:
-    """Limits from a mapping of any of the three fields; the others come from ``defaults``."""
-    if isinstance(data, Limits):
-        data = data.to_dict()
-    data = known_fields(error, source, data, set(LIMIT_FIELDS))
-    base = (defaults or Limits()).to_dict()
-    for field in LIMIT_FIELDS:
-        if field in data:
-            upper = 1.0 if field == "max_drawdown_pct" else None
-            base[field] = number(error, source, field, data[field], gt=0, le=upper)
-    return Limits(**base)
 
 
 class StressScenario:
@@ -83,22 +67,23 @@ class StressScenario:
             raise ScenarioError(src, "price_shock_pct", shock, "must not be 0")
         self.price_shock_pct: float = shock
         self.spread_mult: float = number(
-            ScenarioError, src, "spread_mult", data.get("spread_mult", 1.0), ge=1.0
+            ScenarioError, src, "spread_mult", data.get("spread_mult", 1.0), ge=1.0,
+            le=MAX_SPREAD_MULT
         )
         self.duration_sec: float = number(
             ScenarioError, src, "duration_sec", data.get("duration_sec", 60), gt=0
         )
         self.step_sec: float = number(ScenarioError, src, "step_sec", data.get("step_sec", 1), gt=0)
         steps = self.duration_sec / self.step_sec
+        if not steps + 1 <= MAX_GRID_POINTS:  # also an overflow to inf (a step of 1e-320)
+            raise ScenarioError(
+                src, "step_sec", data.get("step_sec", 1),
+                f"gives more than {MAX_GRID_POINTS} grid points; at most {MAX_GRID_POINTS}",
+            )
         if abs(steps - round(steps)) > 1e-9 * max(1.0, steps):
             raise ScenarioError(
                 src, "step_sec", data.get("step_sec", 1),
                 f"duration_sec {self.duration_sec:g} must be a whole multiple of it",
-            )
-        if round(steps) + 1 > MAX_GRID_POINTS:
-            raise ScenarioError(
-                src, "step_sec", data.get("step_sec", 1),
-                f"gives {round(steps) + 1} grid points; at most {MAX_GRID_POINTS}",
             )
         self.steps: int = round(steps)
 
@@ -115,9 +100,11 @@ class StressScenario:
             str(sym): number(ScenarioError, src, f"symbol_shocks.{sym}", val, ge=-0.5, le=0.5)
             for sym, val in shocks.items()
         }
-        self.thresholds: Limits = parse_limits(
-            {k: data[k] for k in LIMIT_FIELDS if k in data}, src
-        )
+        self.limits_given: dict[str, float] = check_limits(
+            {k: data[k] for k in LIMIT_FIELDS if k in data}, src, ScenarioError)
+        """The thresholds this scenario sets itself (the rest are the defaults)."""
+        self.thresholds: Limits = limits_in_force(scenario=self.limits_given, host=None,
+                                                  live=None)[0]
 
     def to_dict(self) -> dict[str, Any]:
         return {

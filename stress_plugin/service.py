@@ -12,17 +12,17 @@ import logging
 import math
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from stress_hookspecs import Limits, StressResult, hookimpl
-from stress_plugin.errors import ConfigError
+from stress_hookspecs import StressResult
+from stress_plugin.errors import ConfigError, RunFailure
+from stress_plugin.limits import check_limits
 from stress_plugin.metrics import Metrics
 from stress_plugin.plugins import Plugins
 from stress_plugin.runner import DEFAULT_SCENARIO, StressRunner
-from stress_plugin.scenario import LIMIT_FIELDS, parse_limits
 from stress_plugin.scheduler import check_schedule
 from stress_plugin.settings import Settings
 from stress_plugin.store import Store
@@ -64,17 +64,6 @@ class ServiceConfig:
                    max_runtime_ms=settings.stress_max_runtime_ms)
 
 
-@dataclass
-class _LiveLimits:
-    """Answers ``stress_limits`` with the limits set through the API, ahead of any host."""
-
-    limits: dict[str, float] = field(default_factory=dict)
-
-    @hookimpl(tryfirst=True)
-    def stress_limits(self) -> dict[str, float] | None:
-        return dict(self.limits) or None
-
-
 class StressService:
     """Owns the runner, the store, the scheduler and the metrics of one deployment."""
 
@@ -87,8 +76,6 @@ class StressService:
         self.plugins = plugins or Plugins.load(settings.disabled_plugins,
                                                trace=settings.stress_trace_plugins)
         self.plugins.observer = self.metrics
-        self._live_limits = _LiveLimits(self.store.live_limits() or {})
-        self.plugins.register(self._live_limits, name="live_limits")
         self.runner = StressRunner(plugins=self.plugins, settings=settings, store=self.store)
         self._run_lock = threading.Lock()
         self._config_lock = threading.Lock()
@@ -103,9 +90,6 @@ class StressService:
             scenarios=sorted(self.runner.scenarios()),
             plugins=[info.name for info in self.plugins.describe()],
             sinks=[info.name for info in self.plugins.describe() if "stress_alert" in info.hooks])
-        self.host = self._embedded_host()
-        if self.host is not None:
-            self.host.use_store(self.store)
         self._refresh_gauges()
 
     # -- runs ---------------------------------------------------------------------------------
@@ -153,31 +137,60 @@ class StressService:
         self._refresh_gauges()
         return new
 
-    def limits(self) -> Limits:
-        """The limits a run would use now (live, else the first scenario's thresholds)."""
-        thresholds = self.runner.scenario(self.config.scenarios[0]).thresholds
-        return parse_limits(self._live_limits.limits, "live limits", thresholds)
+    def limits(self) -> dict[str, Any]:
+        """The limits a run of the first scheduled scenario would use now, from the runner's
+        own function: each field's value, its source, and the live fields set through the API.
+        Raises ``RunFailure`` when the host's limits cannot be had (the API answers 503)."""
+        limits, sources = self.runner.limits(self.runner.scenario(self.config.scenarios[0]))
+        return {**limits.to_dict(), "sources": sources, "live": self.store.live_limits()}
 
-    def update_limits(self, patch: dict[str, float], actor: str) -> Limits:
-        live = {**self._live_limits.limits, **patch}
-        checked = parse_limits(live, "limits", error=ConfigError)
-        live = {k: getattr(checked, k) for k in LIMIT_FIELDS if k in live}
-        self.store.save_limits(live, actor=actor)
-        self._live_limits.limits = live
-        log.info("live limits changed by %s: %s", actor, patch)
+    def update_limits(self, patch: dict[str, float | None], actor: str) -> dict[str, Any]:
+        """Set live limits (``None`` removes one field); a change that changes nothing is an
+        error, and loosening a limit the host set is allowed but logged with both values."""
+        with self._config_lock:
+            live = self.store.live_limits()
+            new = {**live, **patch}
+            new = check_limits({k: v for k, v in new.items() if v is not None}, "limits",
+                               ConfigError)
+            if new == live:
+                raise ConfigError("limits", None, patch, "changes nothing (live limits are "
+                                  f"{live or 'not set'}); DELETE removes them")
+            self._warn_if_looser_than_host(new)
+            self.store.save_limits(new, actor=actor)
+        log.info("live limits changed by %s: %s (live now %s)", actor, patch, new)
         return self.limits()
 
-    def reset_circuit(self, actor: str) -> dict[str, Any] | None:
-        """Clear the halt (audited); returns the halt that was cleared, if any."""
-        cleared = self.host.reset(actor=actor) if self.host is not None else None
+    def delete_limits(self, actor: str) -> dict[str, Any]:
+        """Remove every live limit (audited); the host's and the scenario's apply again."""
+        with self._config_lock:
+            live = self.store.live_limits()
+            if live:
+                self.store.save_limits({}, actor=actor)
+                log.warning("live limits %s removed by %s", live, actor)
+        return self.limits()
+
+    def _warn_if_looser_than_host(self, live: dict[str, float]) -> None:
+        try:
+            host = self.runner.host_limits()
+        except RunFailure as exc:
+            log.warning("live limits set while the host's limits cannot be read: %s", exc)
+            return
+        if host is None:
+            return
+        plugin, values = host
+        for name, value in live.items():
+            if name in values and value > values[name]:
+                log.warning("live %s=%g loosens the %g that plugin %s sets", name, value,
+                            values[name], plugin)
+
+    def reset_circuit(self, actor: str, reason: str | None = None) -> dict[str, Any] | None:
+        """Clear the halt (audited) and publish RESET; returns the halt cleared, if any."""
+        cleared = self.runner.reset(actor, reason)
         self._refresh_gauges()
-        if cleared is not None:
-            log.warning("circuit reset by %s: trading halt of run %s cleared", actor,
-                        cleared["run_id"])
         return cleared
 
     def halt(self) -> dict[str, Any] | None:
-        return self.host.status() if self.host is not None else None
+        return self.runner.halt()
 
     # -- reads ----------------------------------------------------------------------------------
 
@@ -197,6 +210,7 @@ class StressService:
             "scenarios": sorted(self.runner.scenarios()),
             "scheduled_scenarios": list(self.config.scenarios),
             "halted": self.halt() is not None,
+            "halt": self.halt(),
             "book": str(self.book_path) if self.book_path else "stress_book hook",
         }
 
@@ -275,12 +289,6 @@ class StressService:
             "stress_max_symbols": self.config.max_symbols,
             "stress_max_runtime_ms": self.config.max_runtime_ms,
         })
-
-    def _embedded_host(self) -> Any:
-        from stress_plugin.plugins.embedded_host import EmbeddedHost
-
-        plugin = self.plugins.pm.get_plugin("embedded_host")
-        return plugin if isinstance(plugin, EmbeddedHost) else None
 
     def _scheduler_counts(self) -> dict[str, int]:
         """Scheduled runs not done, by reason, for the metrics."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -46,6 +47,8 @@ class Settings(BaseSettings):
     """STRESS_SCENARIOS: extra scenario YAML files, separated by ':' (the OS path separator)."""
     stress_trace_plugins: bool = False
     """STRESS_TRACE_PLUGINS: log every plugin call with its answer and duration."""
+    stress_on_failure: Literal["page", "halt"] = "page"
+    """STRESS_ON_FAILURE: a failed run always pages; ``halt`` also trips the KILL_SWITCH."""
 
     @field_validator("pd_events_url")
     @classmethod

@@ -8,9 +8,10 @@ the alert worker threads); ``transaction()`` groups several writes atomically. O
 from __future__ import annotations
 
 import json
+import math
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -27,11 +28,91 @@ if TYPE_CHECKING:
 OUTBOX_STATUSES = ("pending", "delivered", "failed")
 SYMBOL_COLUMNS = ("worst_pnl", "drawdown_pct", "var_ratio", "delta_change", "headroom")
 """The per-symbol metrics a stored run keeps as float64 columns, in this order."""
-_RESULT_KEYS = ("run_id", "scenario", "timestamp", "symbols_tested", "breach_count",
-                "breached_symbols", "breaches", "kill_switch", "runtime_ms", "headroom",
-                "limits", "portfolio", "symbols", "skipped_symbols")
+_RESULT_KEYS = ("run_id", "scenario", "status", "error", "failure", "timestamp", "book_source",
+                "symbols_tested", "breach_count", "breached_symbols", "breaches", "kill_switch",
+                "halted", "runtime_ms", "headroom", "limits", "limit_sources", "portfolio",
+                "symbols", "skipped_symbols")
+_RUN_COLUMNS = ("run_id", "timestamp", "scenario", "status", "failure", "trigger",
+                "scheduled_for", "breach_count", "kill_switch", "headroom", "runtime_ms",
+                "result", "symbols", "symbol_columns", "prices")
+_RUNS_V3 = """
+    CREATE TABLE runs (
+        run_id TEXT PRIMARY KEY,
+        timestamp TEXT NOT NULL,
+        scenario TEXT NOT NULL,
+        status TEXT NOT NULL CHECK (status IN ('passed', 'breached', 'failed')),
+        failure TEXT,
+        trigger TEXT NOT NULL CHECK (trigger IN ('schedule', 'manual', 'cli')),
+        scheduled_for TEXT,
+        breach_count INTEGER NOT NULL,
+        kill_switch INTEGER NOT NULL,
+        headroom REAL,
+        runtime_ms REAL NOT NULL,
+        result TEXT NOT NULL,
+        symbols TEXT NOT NULL,
+        symbol_columns BLOB NOT NULL,
+        prices BLOB NOT NULL
+    );
+    CREATE INDEX runs_by_time ON runs (timestamp);
+    CREATE UNIQUE INDEX runs_one_per_slot ON runs (scenario, scheduled_for);
+"""
 
-MIGRATIONS: list[str] = [
+
+def _runs_with_status(conn: sqlite3.Connection) -> None:
+    """3: runs get a status (passed, breached, failed), and rows an older version stored with
+    NaN or Infinity (invalid JSON that broke every start-up) become failed runs."""
+    import numpy as np
+
+    old = [dict(r) for r in conn.execute("SELECT * FROM runs ORDER BY rowid")]
+    conn.execute("DROP TABLE runs")
+    for statement in _statements(_RUNS_V3):
+        conn.execute(statement)
+    for row in old:
+        result = json.loads(row["result"])  # Python's reader takes the NaN an old writer wrote
+        count = len(json.loads(row["symbols"]))
+        columns = np.frombuffer(row["symbol_columns"]).reshape(len(SYMBOL_COLUMNS), count)
+        finite = _all_finite(result) and bool(np.isfinite(np.delete(columns, 2, axis=0)).all())
+        result.setdefault("book_source", "")
+        result.setdefault("limit_sources", {})
+        result.setdefault("halted", False)
+        result.setdefault("error", None)
+        result.setdefault("failure", None)
+        if finite:
+            result["status"] = "breached" if row["breach_count"] else "passed"
+        else:
+            result.update(status="failed", failure="non_finite", portfolio=None, headroom=None,
+                          error="the engine produced a NaN or an infinity (stored by an older "
+                                "version, which reported it as a pass)")
+            row.update(symbols="[]", symbol_columns=b"", headroom=None)
+        row.update(status=result["status"], failure=result["failure"],
+                   result=_json(_without_non_finite(result)))
+        conn.execute(f"INSERT INTO runs ({', '.join(_RUN_COLUMNS)}) VALUES "
+                     f"({', '.join('?' * len(_RUN_COLUMNS))})",
+                     tuple(row[c] for c in _RUN_COLUMNS))
+
+
+def _all_finite(value: Any) -> bool:
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if isinstance(value, dict):
+        return all(map(_all_finite, value.values()))
+    if isinstance(value, list):
+        return all(map(_all_finite, value))
+    return True
+
+
+def _without_non_finite(value: Any) -> Any:
+    """JSON has no NaN or Infinity: such a number becomes null."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _without_non_finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_without_non_finite(v) for v in value]
+    return value
+
+
+MIGRATIONS: list[str | Callable[[sqlite3.Connection], None]] = [
     # 1: the alert outbox and the alert episodes (one open incident per sink and scenario).
     """
     CREATE TABLE alert_outbox (
@@ -119,10 +200,10 @@ MIGRATIONS: list[str] = [
         details TEXT NOT NULL
     );
     """,
+    _runs_with_status,
 ]
-"""Schema scripts in order; ``PRAGMA user_version`` is how many have been applied.
-
-Append new scripts; never edit one that has shipped.
+"""Schema scripts (or functions, where rows must be rewritten) in order; ``PRAGMA user_version``
+is how many have been applied. Append new ones; never edit one that has shipped.
 """
 
 
@@ -265,8 +346,12 @@ class Store:
                     )
                 if version == len(MIGRATIONS):
                     return
-                for statement in _statements(MIGRATIONS[version]):
-                    conn.execute(statement)
+                migration = MIGRATIONS[version]
+                if callable(migration):
+                    migration(conn)
+                else:
+                    for statement in _statements(migration):
+                        conn.execute(statement)
                 conn.execute(f"PRAGMA user_version = {version + 1}")
 
     # -- alert outbox -----------------------------------------------------------------------
@@ -408,32 +493,30 @@ class Store:
 
     def save_run(self, result: StressResult, *, trigger: str, prices: Any,
                  scheduled_for: str | None = None) -> None:
-        """The run and the mid price of each tested symbol (``prices``, in result order), in
-        one transaction: one write per run.
+        """The run and the mid price of each tested symbol (``prices``, in result order; None
+        for a failed run), in one transaction: one write per run.
 
         The per-symbol metrics and prices are kept as float64 columns (``SYMBOL_COLUMNS``),
         not as JSON: a 10,000-symbol run is then a 0.5 MB blob written in one call instead of
         1.6 MB of JSON and 10,000 price rows. ``runs_since`` gives back ``to_dict()`` exactly.
-        A run is committed with ``synchronous=NORMAL``: under WAL it survives a crash or
-        kill -9 and costs no fsync; only a power cut can lose the latest runs. The halt and
-        the alert outbox keep full fsync.
+        No NaN or Infinity is ever written as JSON. A run is committed with
+        ``synchronous=NORMAL``: under WAL it survives a crash or kill -9 and costs no fsync;
+        only a power cut can lose the latest runs. The halt and the alert outbox keep full fsync.
         """
         import numpy as np  # here, not at import: the alerts commands need no numpy
 
         names, columns = _symbol_columns(result)
-        row = (result.run_id, result.timestamp, result.scenario, trigger, scheduled_for,
-               result.breach_count, int(result.kill_switch), result.headroom,
-               result.runtime_ms, _json(result.to_dict(symbols=False)), _json(names),
-               columns.tobytes(), np.asarray(prices, dtype=np.float64).tobytes())
+        price_blob = b"" if prices is None else np.asarray(prices, dtype=np.float64).tobytes()
+        row = (result.run_id, result.timestamp, result.scenario, result.status, result.failure,
+               trigger, scheduled_for, result.breach_count, int(result.kill_switch),
+               result.headroom, result.runtime_ms, _json(result.to_dict(symbols=False)),
+               _json(names), columns.tobytes(), price_blob)
         with self._lock:
             self._conn.execute("PRAGMA synchronous=NORMAL")
             try:
                 with self.transaction() as conn:
-                    conn.execute(
-                        "INSERT INTO runs (run_id, timestamp, scenario, trigger, scheduled_for,"
-                        " breach_count, kill_switch, headroom, runtime_ms, result, symbols,"
-                        " symbol_columns, prices) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                        row)
+                    conn.execute(f"INSERT INTO runs ({', '.join(_RUN_COLUMNS)}) VALUES "
+                                 f"({', '.join('?' * len(_RUN_COLUMNS))})", row)
             finally:
                 self._conn.execute("PRAGMA synchronous=FULL")
 
@@ -454,7 +537,7 @@ class Store:
             names = json.loads(r["symbols"])
             columns = np.frombuffer(r["symbol_columns"]).reshape(len(SYMBOL_COLUMNS), -1)
             data = json.loads(r["result"])
-            data["symbols"] = SymbolMetrics(names, *columns).to_dict()
+            data["symbols"] = SymbolMetrics(names, *columns).to_dict() if names else {}
             # to_dict()'s key order, then where the run came from
             results.append({**{k: data[k] for k in _RESULT_KEYS}, "trigger": r["trigger"],
                             "scheduled_for": r["scheduled_for"]})
@@ -467,8 +550,8 @@ class Store:
                 "breaching_runs": row["breaching_runs"]}
 
     def last_run_summary(self) -> dict[str, Any] | None:
-        rows = self._query("SELECT run_id, timestamp, scenario, trigger, breach_count,"
-                           " kill_switch, headroom, runtime_ms FROM runs"
+        rows = self._query("SELECT run_id, timestamp, scenario, status, failure, trigger,"
+                           " breach_count, kill_switch, headroom, runtime_ms FROM runs"
                            " ORDER BY timestamp DESC, rowid DESC LIMIT 1")
         if not rows:
             return None
@@ -483,13 +566,14 @@ class Store:
             " json_extract(result, '$.symbols_tested') AS symbols_tested,"
             " json_array_length(result, '$.skipped_symbols') AS symbols_skipped"
             " FROM runs AS r WHERE rowid = (SELECT rowid FROM runs WHERE scenario = r.scenario"
-            " ORDER BY timestamp DESC, rowid DESC LIMIT 1) ORDER BY timestamp, rowid")
+            " AND status != 'failed' ORDER BY timestamp DESC, rowid DESC LIMIT 1)"
+            " ORDER BY timestamp, rowid")
         return [dict(r) for r in rows]
 
     def prices_since(self, since: str) -> list[tuple[str, float]]:
         """(symbol, price) of every run at or after ``since``, per symbol in time order."""
         rows = self._query("SELECT symbols, prices FROM runs WHERE timestamp >= ?"
-                           " ORDER BY timestamp, rowid", (since,))
+                           " AND status != 'failed' ORDER BY timestamp, rowid", (since,))
         import numpy as np
 
         series: dict[str, list[float]] = {}
@@ -520,19 +604,20 @@ class Store:
                 self._audit(conn, "stress_runner", "halt", halt)
             return bool(cursor.rowcount)
 
-    def halt_clear(self, actor: str) -> dict[str, Any] | None:
-        """Clear the halt, audited; returns the halt that was cleared."""
+    def halt_clear(self, actor: str, reason: str | None = None) -> dict[str, Any] | None:
+        """Clear the halt, audited with who and why; returns the halt that was cleared."""
         with self.transaction() as conn:
             halt = self.halt_get()
             conn.execute("DELETE FROM halt")
-            self._audit(conn, actor, "reset_circuit", {"cleared": halt})
+            self._audit(conn, actor, "reset_circuit", {"cleared": halt, "reason": reason})
         return halt
 
     # -- live limits and config --------------------------------------------------------------
 
-    def live_limits(self) -> dict[str, float] | None:
+    def live_limits(self) -> dict[str, float]:
+        """The live limits set through the API (the newest history row; empty once removed)."""
         rows = self._query("SELECT limits FROM limits_history ORDER BY id DESC LIMIT 1")
-        return json.loads(rows[0]["limits"]) if rows else None
+        return json.loads(rows[0]["limits"]) if rows else {}
 
     def save_limits(self, limits: dict[str, float], *, actor: str) -> None:
         with self.transaction() as conn:
@@ -588,4 +673,5 @@ def _symbol_columns(result: StressResult) -> tuple[list[str], np.ndarray]:
 
 
 def _json(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"))
+    """Compact JSON; a NaN or Infinity is a bug here, never written (it broke start-ups)."""
+    return json.dumps(value, separators=(",", ":"), allow_nan=False)

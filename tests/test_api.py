@@ -128,7 +128,9 @@ def test_live_limits_drive_runs_and_keep_history(api: Api):
     assert api("POST", "/api/v1/stress/run").json()["breach_count"] == 0
     limits = api("PUT", "/api/v1/risk/limits", json={"max_drawdown_pct": 0.02}).json()
     assert limits == {"max_drawdown_pct": 0.02, "max_var_multiplier": 2.0,
-                      "max_position_delta": 0.10}
+                      "max_position_delta": 0.10, "live": {"max_drawdown_pct": 0.02},
+                      "sources": {"max_drawdown_pct": "live", "max_var_multiplier": "scenario",
+                                  "max_position_delta": "scenario"}}
     result = api("POST", "/api/v1/stress/run").json()  # MES loses 2.25% of equity
     assert "MES" in result["breached_symbols"] and result["limits"]["max_drawdown_pct"] == 0.02
     history = api("GET", "/api/v1/risk/limits/history").json()["history"]
@@ -168,7 +170,9 @@ def test_token_guards_every_mutating_endpoint(make_service, book_file, monkeypat
     wrong = Api(service, headers={"Authorization": "Bearer nope"})
     right = Api(service, client="10.0.0.7", headers={"Authorization": f"Bearer {TOKEN}"})
     mutating = [("POST", "/api/v1/stress/run", None), ("PUT", "/api/v1/stress/config", {}),
-                ("POST", "/api/v1/risk/reset_circuit", None), ("PUT", "/api/v1/risk/limits", {})]
+                ("POST", "/api/v1/risk/reset_circuit", None),
+                ("PUT", "/api/v1/risk/limits", {"max_position_delta": 0.2}),
+                ("DELETE", "/api/v1/risk/limits", None)]
     for method, url, body in mutating:
         assert anonymous(method, url, json=body).status_code == 401, url
         assert wrong(method, url, json=body).status_code == 401, url
@@ -233,7 +237,7 @@ def test_a_slow_run_does_not_block_the_event_loop(make_service, book_file):
         @hookimpl(tryfirst=True)
         def stress_book(self):
             time.sleep(0.6)
-            return None
+            return book(position())
 
     api = Api(make_service(SlowBook()))
 

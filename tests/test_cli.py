@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -55,11 +56,12 @@ def test_table_marks_breaches(tmp_path):
 def test_bad_input_exits_2_with_one_line_and_no_traceback(tmp_path):
     path = tmp_path / "book.json"
     path.write_text(json.dumps(book(position(price=-6000))))
-    out = cli("run", "--book", str(path))
+    out = cli("run", "--book", str(path), env={"STRESS_DB": str(tmp_path / "s.db")})
     assert out.returncode == 2
-    assert out.stderr.strip() == (f"stress-runner: error: {path}: positions[0] (MES).price: "
-                                  "must be a finite number > 0 (got -6000.0)")
-    assert "Traceback" not in out.stderr
+    assert re.fullmatch(rf"stress-runner: error: stress run \S+ failed: {re.escape(str(path))}: "
+                        r"positions\[0\] \(MES\)\.price: must be a finite number > 0 "
+                        r"\(got -6000\.0\)", out.stderr.strip().splitlines()[-1])
+    assert out.stdout == "" and "Traceback" not in out.stderr
 
 
 def test_bad_environment_variable_is_named(tmp_path):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import time
 
@@ -63,17 +64,19 @@ def test_breach_publishes_kill_switch_before_any_alert(make_runner, host, caplog
     event = calls[0][1]
     assert (event.type, event.scenario, event.symbols, event.run_id) == (
         "KILL_SWITCH", "flash_crash_lite", ("MES", "PORTFOLIO"), result.run_id)
-    assert host.status()["run_id"] == result.run_id
+    assert runner.halt()["run_id"] == result.run_id and result.halted
+    assert host.trading_state == "HALTED"
     assert "KILL_SWITCH triggered" in caplog.text and "MES,PORTFOLIO" in caplog.text
     assert "symbols_tested=1" in caplog.text
 
 
 def test_passing_run_still_reports_to_sinks_without_kill_switch(make_runner, host):
     calls: list = []
-    make_runner(Recorder(calls)).run_once(book=WORKED)
+    runner = make_runner(Recorder(calls))
+    runner.run_once(book=WORKED)
     assert [kind for kind, _ in calls] == ["alert"]
-    assert calls[0][1].breach_count == 0
-    assert host.status() is None
+    assert calls[0][1].breach_count == 0 and calls[0][1].status == "passed"
+    assert runner.halt() is None and host.trading_state == "ACTIVE"
 
 
 class Raising:
@@ -93,7 +96,7 @@ def test_a_raising_plugin_stops_neither_the_kill_switch_nor_other_sinks(make_run
     result = runner.run_once(book=BREACHING)
     assert result.kill_switch
     assert [kind for kind, _ in calls] == ["bus", "alert"]
-    assert host.status() is not None
+    assert runner.halt() is not None
     assert runner.plugins.errors["extra0"] == 2
     assert "bus down" in caplog.text and "sink down" in caplog.text
 
@@ -135,14 +138,16 @@ def test_host_book_wins_over_the_embedded_demo_book(make_runner):
     assert make_runner().run_once().symbols_tested == 5  # the demo book
 
 
-def test_bad_host_book_names_the_plugin(make_runner):
+def test_bad_host_book_fails_the_run_naming_the_plugin(make_runner):
     class Host:
         @hookimpl
         def stress_book(self):
             return book(position(price=-1))
 
-    with pytest.raises(BookError, match=r"plugin host \(stress_book\): positions\[0\]"):
-        make_runner(host=Host()).run_once()
+    result = make_runner(host=Host()).run_once()
+    assert result.status == "failed" and result.failure == "book_invalid"
+    assert re.match(r"plugin host \(stress_book\): positions\[0\] \(MES\)\.price", result.error)
+    assert result.portfolio is None and result.headroom is None and not result.breaches
 
 
 def test_live_limits_from_a_plugin_override_the_scenario(make_runner):
@@ -162,8 +167,9 @@ def test_bad_live_limits_are_named(make_runner):
         def stress_limits(self):
             return {"max_drawdown": 0.04}
 
-    with pytest.raises(PluginError, match=r"plugin riskagent \(stress_limits\): max_drawdown"):
-        make_runner(riskagent=RiskAgent()).run_once(book=WORKED)
+    result = make_runner(riskagent=RiskAgent()).run_once(book=WORKED)
+    assert result.status == "failed" and result.failure == "limits_invalid"
+    assert result.error.startswith("plugin riskagent (stress_limits): max_drawdown: unknown")
 
 
 def test_implementations_may_take_fewer_arguments(make_runner):

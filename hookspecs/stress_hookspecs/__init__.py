@@ -2,8 +2,17 @@
 
 A plugin is any module or object with functions named like the hooks below, marked with
 ``@hookimpl``, and registered under the entry-point group ``stress_plugin``. An implementation
-may take fewer arguments than the spec names. Every call is isolated: an exception in one plugin
-is logged and counted, and the others still run.
+may take fewer arguments than the spec names.
+
+Input hooks fail closed: an exception or an unusable answer from ``stress_book``,
+``stress_limits`` or ``stress_evaluate`` fails the run (it is stored, counted and paged as
+failed, never reported as passing). Output hooks are isolated: an exception in one
+``stress_bus_publish`` or ``stress_alert`` implementation is logged and counted, and the others
+still run.
+
+For the first-answer hooks (``stress_book``, ``stress_limits``) an implementation marked
+``trylast=True`` is a default: it is asked only when no other plugin implements the hook, so a
+real host that answers None (or raises) never falls through to it.
 """
 
 from __future__ import annotations
@@ -12,7 +21,17 @@ from typing import Any
 
 import pluggy
 
-from stress_hookspecs.types import Book, Breach, Limits, Metrics, Position, RiskEvent, StressResult
+from stress_hookspecs.types import (
+    Book,
+    Breach,
+    Limits,
+    Metrics,
+    Position,
+    RiskEvent,
+    RunStatus,
+    StressResult,
+    SymbolMetrics,
+)
 
 PROJECT_NAME = "stress_plugin"
 """The pluggy project name and the entry-point group."""
@@ -28,7 +47,9 @@ __all__ = [
     "Metrics",
     "Position",
     "RiskEvent",
+    "RunStatus",
     "StressResult",
+    "SymbolMetrics",
     "hookimpl",
     "hookspec",
     "stress_alert",
@@ -56,8 +77,10 @@ def stress_book() -> Book | dict[str, Any] | None:
 
     Called at the start of every run that was not given a book. Return a ``Book``, or a mapping
     in the book file's shape (``equity``, optional ``var``, ``positions``), or None to pass.
-    Stops at the first non-None result; the embedded host answers last (``trylast``) with the
-    demo book, so a real host always wins. Return a snapshot: the runner never mutates it.
+    Stops at the first non-None result. Raising, or an answer that is not a valid book, fails
+    the run (the next implementation is not asked). The embedded host's demo book is a
+    ``trylast`` default, asked only when no other plugin implements this hook. Return a
+    snapshot: the runner never mutates it.
     """
 
 
@@ -66,9 +89,10 @@ def stress_limits() -> Limits | dict[str, float] | None:
     """The live risk limits (the RiskAgentV2 integration).
 
     Called once per run, before the engine. Return a ``Limits`` or a mapping with any of
-    ``max_drawdown_pct``, ``max_var_multiplier``, ``max_position_delta`` (missing ones come from
-    the scenario's thresholds), or None to use the scenario's thresholds. Stops at the first
-    non-None result.
+    ``max_drawdown_pct``, ``max_var_multiplier``, ``max_position_delta``, or None. Per field,
+    live limits set through the API win over this answer, which wins over the scenario's
+    thresholds, then the defaults. Stops at the first non-None result; raising or an invalid
+    answer fails the run.
     """
 
 
@@ -78,7 +102,9 @@ def stress_evaluate(result: StressResult, limits: Limits) -> list[Breach] | None
 
     Called after the engine, with the run's ``result`` (metrics filled in, no breaches yet) and
     the ``limits`` in force. Return a list of ``Breach`` (empty when within limits) or None. The
-    breaches of all evaluators are merged; identical ones count once.
+    breaches of all evaluators are merged; identical ones count once. Raising or answering
+    anything else fails the run: an evaluator that cannot judge never lets a run pass. At least
+    one implementation must be loaded.
     """
 
 
@@ -86,9 +112,11 @@ def stress_evaluate(result: StressResult, limits: Limits) -> list[Breach] | None
 def stress_bus_publish(event: RiskEvent) -> None:
     """Deliver a risk event to the host's bus.
 
-    Called on a breach with ``event.type == "KILL_SWITCH"`` before any alert sink runs, so a slow
-    page never delays a halt. ``event`` carries the scenario, breached symbols, run id and
-    timestamp. Every implementation is called; raise to report a failed delivery.
+    Called with ``event.type == "KILL_SWITCH"`` on a breach (and on a failed run with
+    ``STRESS_ON_FAILURE=halt``) before the run is stored or any alert sink runs, so a slow page
+    never delays a halt; with ``"RESET"`` when an operator clears the halt. ``event`` carries
+    the scenario, symbols, run id and timestamp. Every implementation is called; raise to report
+    a failed delivery.
     """
 
 
@@ -97,9 +125,10 @@ def stress_alert(report: StressResult) -> str | None:
     """Deliver a run's report to people (PagerDuty, chat, mail).
 
     Called after every run, once any KILL_SWITCH has been published. ``report`` is the run's
-    result with its breaches: ``report.breach_count > 0`` is a breach to announce; 0 means the
-    scenario passed, so a sink that keeps incidents may resolve the one it opened for that
-    scenario (most sinks simply return). Every implementation is called, each in its own worker
-    with a timeout; raise to report a failed delivery. Keep anything slow behind a queue.
+    result: ``report.status`` is ``breached`` (announce it), ``failed`` (the check could not
+    run: ``report.error`` says why; announce that too) or ``passed`` (a sink that keeps
+    incidents may resolve the one it opened for that scenario; most sinks simply return).
+    Every implementation is called, each in its own worker with a timeout; raise to report a
+    failed delivery. Keep anything slow behind a queue.
     Return None, or one word for the ``stress_alerts_total`` outcome label (e.g. ``disabled``).
     """

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass
-from typing import Any
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+RunStatus = Literal["passed", "breached", "failed"]
+"""How a run ended: within limits, over a limit, or not checked at all (never a pass)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,23 +170,46 @@ class SymbolMetrics(Mapping[str, Metrics]):
 
 @dataclass(frozen=True, slots=True)
 class StressResult:
-    """One run of one scenario on one book; ``to_dict()`` is the JSON of the runbook's API."""
+    """One run of one scenario on one book; ``to_dict()`` is the JSON of the runbook's API.
+
+    A run that could not check the book (no book, no limits, a failed evaluator, a non-finite
+    number) is ``failed``: ``error`` says why, ``failure`` labels it, and there are no metrics
+    (``portfolio`` and ``headroom`` are None). A failed run is never a pass.
+    """
 
     run_id: str
     scenario: str
     timestamp: str
     """ISO 8601 UTC, e.g. ``2024-01-15T15:00:05Z``."""
     symbols_tested: int
-    portfolio: Metrics
+    portfolio: Metrics | None
     symbols: Mapping[str, Metrics]
     """Per symbol in book order: a dict, or (from the runner) a read-only ``SymbolMetrics``."""
-    headroom: float
-    """Smallest headroom over the portfolio and every symbol."""
-    limits: Limits
+    headroom: float | None
+    """Smallest headroom over the portfolio and every symbol (None for a failed run)."""
+    limits: Limits | None
+    """The limits in force (None when a failed run never got them)."""
     runtime_ms: float = 0.0
     breaches: tuple[Breach, ...] = ()
     kill_switch: bool = False
     skipped_symbols: tuple[str, ...] = ()
+    error: str | None = None
+    """Failed runs: one line naming the plugin (or file and field) and the problem."""
+    failure: str | None = None
+    """Failed runs: a short label for metrics, e.g. ``book_unavailable``."""
+    book_source: str = ""
+    """Who supplied the book: ``plugin <name>`` or the book file's path."""
+    limit_sources: Mapping[str, str] = field(default_factory=dict)
+    """Where each limit in force came from: ``live``, ``plugin <name>``, ``scenario`` or
+    ``default``."""
+    halted: bool = False
+    """Whether trading is halted (the runtime's latch) once this run is done."""
+
+    @property
+    def status(self) -> RunStatus:
+        if self.error is not None:
+            return "failed"
+        return "breached" if self.breaches else "passed"
 
     @property
     def breached_symbols(self) -> list[str]:
@@ -200,16 +226,22 @@ class StressResult:
         data = {
             "run_id": self.run_id,
             "scenario": self.scenario,
+            "status": self.status,
+            "error": self.error,
+            "failure": self.failure,
             "timestamp": self.timestamp,
+            "book_source": self.book_source,
             "symbols_tested": self.symbols_tested,
             "breach_count": self.breach_count,
             "breached_symbols": self.breached_symbols,
             "breaches": [b.to_dict() for b in self.breaches],
             "kill_switch": self.kill_switch,
+            "halted": self.halted,
             "runtime_ms": self.runtime_ms,
             "headroom": self.headroom,
-            "limits": self.limits.to_dict(),
-            "portfolio": self.portfolio.to_dict(),
+            "limits": self.limits.to_dict() if self.limits is not None else None,
+            "limit_sources": dict(self.limit_sources),
+            "portfolio": self.portfolio.to_dict() if self.portfolio is not None else None,
         }
         if symbols:
             data["symbols"] = (
@@ -221,9 +253,10 @@ class StressResult:
 
 @dataclass(frozen=True, slots=True)
 class RiskEvent:
-    """An event for the host's risk bus; ``type`` is ``KILL_SWITCH`` on a breach."""
+    """An event for the host's risk bus: ``KILL_SWITCH`` on a breach (or, with
+    ``STRESS_ON_FAILURE=halt``, a failed run); ``RESET`` when an operator clears the halt."""
 
-    type: str
+    type: Literal["KILL_SWITCH", "RESET"]
     scenario: str
     symbols: tuple[str, ...]
     """The breached symbols (may include PORTFOLIO)."""

@@ -2,8 +2,9 @@
 
 Built-in plugins (``riskagent_v2``, ``pagerduty``, ``embedded_host``) live beside this file and
 are registered through the same ``stress_plugin`` entry-point group as third-party ones, so each
-can be listed and blocked by name. Every hook implementation is called on its own: an exception
-in one is logged and counted, and never stops the others.
+can be listed and blocked by name. Input hooks (book, limits, evaluators) fail closed: an
+exception or an unusable answer raises ``RunFailure`` and the run fails. Output hooks (bus,
+sinks) are isolated: an exception in one is logged and counted, and never stops the others.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import pluggy
 
 import stress_hookspecs
 from stress_hookspecs import PROJECT_NAME, Breach, Limits, RiskEvent, StressResult
-from stress_plugin.errors import NO_VALUE, PluginError
+from stress_plugin.errors import NO_VALUE, PluginError, RunFailure
 
 log = logging.getLogger("stress_runner.plugins")
 
@@ -156,23 +157,47 @@ class Plugins:
         return found
 
     def book(self) -> tuple[str, Any] | None:
-        """The first non-None book, as (plugin name, answer)."""
-        return self._first("stress_book", {})
+        """The first non-None book, as (plugin name, answer); a raising host fails the run."""
+        return self._first("stress_book", {}, "book_unavailable")
 
     def limits(self) -> tuple[str, Any] | None:
-        return self._first("stress_limits", {})
+        """The first non-None ``stress_limits`` answer; a raising host fails the run."""
+        return self._first("stress_limits", {}, "limits_unavailable")
+
+    def book_suppliers(self) -> list[str]:
+        """The plugins asked for the book, in order (a ``trylast`` default only if alone)."""
+        return [impl.plugin_name for impl in self._answering("stress_book")]
+
+    def require_evaluator(self) -> None:
+        """Refuse a plugin set that could not judge a run (the built-in evaluator blocked with
+        no other loaded)."""
+        if not self._impls("stress_evaluate"):
+            blocked = ", ".join(self.blocked()) or "none"
+            raise PluginError("plugins", "stress_evaluate", NO_VALUE,
+                              "no implementation is loaded, so no run could be judged; "
+                              "block the built-in riskagent_v2 only when another evaluator is "
+                              f"installed (blocked: {blocked})")
 
     def evaluate(self, result: StressResult, limits: Limits) -> list[Breach]:
-        """The merged breaches of every evaluator, identical ones once."""
+        """The merged breaches of every evaluator, identical ones once; any evaluator that
+        raises or answers something else fails the run."""
+        impls = self._impls("stress_evaluate")
+        if not impls:
+            raise RunFailure("no_evaluator", "plugins", "stress_evaluate", NO_VALUE,
+                             "no implementation is loaded")
         breaches: dict[Breach, None] = {}
-        for plugin, answer in self._each("stress_evaluate", {"result": result, "limits": limits}):
+        kwargs = {"result": result, "limits": limits}
+        for impl in impls:
+            answer = self._call_strict(impl, "stress_evaluate", kwargs, "evaluator_failed")
             if answer is None:
                 continue
             if not isinstance(answer, list | tuple) or not all(
                 isinstance(b, Breach) for b in answer
             ):
-                self._fail(plugin, "stress_evaluate", "must return a list of Breach")
-                continue
+                problem = f"must return a list of Breach, not {_short(answer, 80)}"
+                self._fail(impl.plugin_name, "stress_evaluate", problem)
+                raise RunFailure("evaluator_failed", f"plugin {impl.plugin_name} "
+                                 "(stress_evaluate)", None, NO_VALUE, problem)
             breaches.update(dict.fromkeys(answer))
         return list(breaches)
 
@@ -256,12 +281,35 @@ class Plugins:
                 results.append((impl.plugin_name, answer))
         return results
 
-    def _first(self, hook: str, kwargs: dict[str, Any]) -> tuple[str, Any] | None:
-        for impl in self._impls(hook):
-            ok, answer, _ = self._call(impl, hook, kwargs)
-            if ok and answer is not None:
+    def _answering(self, hook: str) -> list[pluggy.HookImpl]:
+        """A first-answer hook's implementations; ``trylast`` ones are defaults, asked only when
+        no other plugin implements the hook (a real host never falls through to a demo)."""
+        impls = self._impls(hook)
+        real = [impl for impl in impls if not impl.trylast]
+        return real or impls
+
+    def _first(self, hook: str, kwargs: dict[str, Any], reason: str) -> tuple[str, Any] | None:
+        """The first non-None answer; an exception fails the run (the next is not asked)."""
+        for impl in self._answering(hook):
+            answer = self._call_strict(impl, hook, kwargs, reason)
+            if answer is not None:
                 return impl.plugin_name, answer
         return None
+
+    def _call_strict(self, impl: pluggy.HookImpl, hook: str, kwargs: dict[str, Any],
+                     reason: str) -> Any:
+        """Call an input hook: its exception becomes a ``RunFailure`` naming the plugin."""
+        started = time.perf_counter()
+        try:
+            answer = impl.function(*(kwargs[arg] for arg in impl.argnames))
+        except Exception as exc:
+            self._fail(impl.plugin_name, hook, f"raised {exc!r}", exc_info=exc)
+            raise RunFailure(reason, f"plugin {impl.plugin_name} ({hook})", None, NO_VALUE,
+                             f"raised {_short(exc, 200)}") from None
+        if self.trace:
+            log.info("plugin call: %s.%s(%s) -> %s in %.3f ms", impl.plugin_name, hook,
+                     ", ".join(kwargs), _short(answer), (time.perf_counter() - started) * 1000)
+        return answer
 
     def _deliver_each(self, hook: str, kwargs: dict[str, Any]) -> list[Delivery]:
         deliveries = []

@@ -1,8 +1,10 @@
-"""The embedded default host: the demo book and a persisted trading halt.
+"""The embedded default host: the demo book, and a bus that stands in for a trading system.
 
-It answers ``trylast``, so a real host's ``stress_book`` always wins and a real bus hears
-KILL_SWITCH first. Its halt lives in the store (``STRESS_DB``), so it survives a restart or a
-kill -9, and only ``POST /api/v1/risk/reset_circuit`` clears it.
+It is only a default. Its ``stress_book`` is ``trylast``, which for a first-answer hook means it
+is asked only when no other plugin implements ``stress_book``: a real host that cannot produce
+a book fails the run instead of falling back to the demo. The halt itself is the runtime's
+latch (``STRESS_DB``), whatever plugins are loaded; this bus logs what a trading system would
+do with each event and remembers the state it was put in.
 """
 
 from __future__ import annotations
@@ -10,65 +12,41 @@ from __future__ import annotations
 import logging
 import threading
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
 from stress_hookspecs import Book, RiskEvent, hookimpl
-
-if TYPE_CHECKING:
-    from stress_plugin.store import Store
 
 DEMO_BOOK = Path(__file__).resolve().parent.parent / "demo_book.yaml"
 log = logging.getLogger("stress_runner.host")
 
 
 class EmbeddedHost:
-    """Serves the demo book and holds the halt until ``reset()``."""
+    """Serves the demo book and plays the trading system on the bus."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._store: Store | None = None
         self._demo_book: Book | None = None
-
-    def use_store(self, store: Store) -> None:
-        """Share the service's store instead of opening STRESS_DB on first use."""
-        self._store = store
-
-    @property
-    def store(self) -> Store:
-        with self._lock:
-            if self._store is None:
-                from stress_plugin.settings import load_settings
-                from stress_plugin.store import Store
-
-                self._store = Store(load_settings().db_path)
-            return self._store
+        self.trading_state = "ACTIVE"
+        """``HALTED`` after a KILL_SWITCH, ``ACTIVE`` again after a RESET."""
 
     @hookimpl(trylast=True)
     def stress_book(self) -> Book:
         """The demo book, read once: it is package data and never changes."""
-        if self._demo_book is None:
-            from stress_plugin.book import load_book
+        with self._lock:
+            if self._demo_book is None:
+                from stress_plugin.book import load_book
 
-            self._demo_book = load_book(DEMO_BOOK)
-        return self._demo_book
+                self._demo_book = load_book(DEMO_BOOK)
+            return self._demo_book
 
     @hookimpl(trylast=True)
     def stress_bus_publish(self, event: RiskEvent) -> None:
-        if event.type != "KILL_SWITCH":
-            return
-        self.store.halt_set({"reason": event.reason, "since": event.timestamp,
-                             "run_id": event.run_id, "scenario": event.scenario,
-                             "symbols": list(event.symbols)})
-        log.critical("trading halted by KILL_SWITCH: scenario=%s symbols=%s run_id=%s",
-                     event.scenario, ",".join(event.symbols), event.run_id)
-
-    def status(self) -> dict[str, Any] | None:
-        """The active halt (reason, since, run_id, scenario, symbols), or None."""
-        return self.store.halt_get()
-
-    def reset(self, actor: str) -> dict[str, Any] | None:
-        """Clear the halt (audited with ``actor``); returns the one cleared."""
-        return self.store.halt_clear(actor)
+        if event.type == "KILL_SWITCH":
+            self.trading_state = "HALTED"
+            log.critical("trading halted by KILL_SWITCH: scenario=%s symbols=%s run_id=%s",
+                         event.scenario, ",".join(event.symbols), event.run_id)
+        elif event.type == "RESET":
+            self.trading_state = "ACTIVE"
+            log.warning("trading resumed after RESET of run %s: %s", event.run_id, event.reason)
 
 
 host = EmbeddedHost()

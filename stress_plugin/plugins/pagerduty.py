@@ -152,7 +152,7 @@ class PagerDutyAlerter:
         outbox (unless rejected) for the next run or ``stress-runner alerts flush``.
         """
         if not self.enabled:
-            if report.breach_count > 0:
+            if report.status == "breached":
                 log.warning(
                     "PagerDuty paging is off: PD_ROUTING_KEY is not set; breach of %s on %s "
                     "(run %s) was not paged",
@@ -160,61 +160,72 @@ class PagerDutyAlerter:
                     ", ".join(report.breached_symbols[:10]),
                     report.run_id,
                 )
+            elif report.status == "failed":
+                log.warning("PagerDuty paging is off: PD_ROUTING_KEY is not set; failed run %s "
+                            "of %s was not paged", report.run_id, report.scenario)
             return
         deadline = time.monotonic() + self.budget_s
-        event_id = self.enqueue(report)
-        if event_id is None and not self._pending():
+        event_ids = self.enqueue(report)
+        if not event_ids and not self._pending():
             return
         self._deliver_pending(deadline)
-        if event_id is None:
-            return
-        event = self.store.outbox_get(event_id)
-        if event is not None and event.status != "delivered":
-            raise PagerDutyError(
-                f"PagerDuty {event.event_action} for {report.scenario} (run {report.run_id}) "
-                f"is {event.status} in outbox #{event.id}: {event.last_error or 'not sent yet'}"
-            )
+        for event_id in event_ids:
+            event = self.store.outbox_get(event_id)
+            if event is not None and event.status != "delivered":
+                raise PagerDutyError(
+                    f"PagerDuty {event.event_action} for {report.scenario} (run "
+                    f"{report.run_id}) is {event.status} in outbox #{event.id}: "
+                    f"{event.last_error or 'not sent yet'}")
 
-    def enqueue(self, report: StressResult) -> int | None:
-        """Write this run's trigger or resolve to the outbox and move the episode on.
+    def enqueue(self, report: StressResult) -> list[int]:
+        """Write this run's events to the outbox and move the episodes on; their outbox ids.
 
-        A breach opens the scenario's episode (new dedup_key) or continues it (same key); a
-        passing run closes an open episode and, with auto-resolve, queues its resolve.
-        Returns the outbox id, or None when there is nothing to send.
+        A scenario has two kinds of incident, each one episode with one dedup_key: breaches,
+        and failed runs (a check that could not run). A breach opens the breach episode or
+        continues it; a failed run does the same with the failure episode; a run that
+        completes resolves an open failure episode, and a passing run an open breach episode
+        (resolves only with auto-resolve).
         """
+        ids = []
         with self.store.transaction():
-            episode = self.store.episode_current(SINK, report.scenario)
-            if report.breach_count > 0:
-                if episode is None:
-                    dedup_key = make_dedup_key(report.scenario, report.run_id)
-                    self.store.episode_open(SINK, report.scenario, dedup_key, report.run_id)
-                else:
-                    dedup_key = episode.dedup_key
-                    self.store.episode_touch(episode.id, report.run_id)
-                body = self.trigger_event(report, dedup_key)
-                action = "trigger"
+            failure_scope = f"{report.scenario}/failed"
+            if report.status == "failed":
+                dedup_key = self._episode_key(failure_scope, report)
+                return [self._add(report, "trigger", self.failure_event(report, dedup_key))]
+            ids += self._close(failure_scope, report)
+            if report.status == "breached":
+                dedup_key = self._episode_key(report.scenario, report)
+                ids.append(self._add(report, "trigger", self.trigger_event(report, dedup_key)))
             else:
-                if episode is None:
-                    return None
-                self.store.episode_close(episode.id, report.run_id)
-                if not self.auto_resolve:
-                    log.info(
-                        "%s passed; episode %s closed without resolve (PD_AUTO_RESOLVE off)",
-                        report.scenario,
-                        episode.dedup_key,
-                    )
-                    return None
-                dedup_key = episode.dedup_key
-                body = {"event_action": "resolve", "dedup_key": dedup_key}
-                action = "resolve"
-            return self.store.outbox_add(
-                SINK,
-                action,
-                body,
-                dedup_key=dedup_key,
-                scenario=report.scenario,
-                run_id=report.run_id,
-            )
+                ids += self._close(report.scenario, report)
+        return ids
+
+    def _episode_key(self, scope: str, report: StressResult) -> str:
+        """The open episode's dedup_key for this scope, or a new episode's."""
+        episode = self.store.episode_current(SINK, scope)
+        if episode is None:
+            dedup_key = make_dedup_key(scope, report.run_id)
+            self.store.episode_open(SINK, scope, dedup_key, report.run_id)
+            return dedup_key
+        self.store.episode_touch(episode.id, report.run_id)
+        return episode.dedup_key
+
+    def _close(self, scope: str, report: StressResult) -> list[int]:
+        """Close this scope's open episode; its resolve's outbox id, if one is sent."""
+        episode = self.store.episode_current(SINK, scope)
+        if episode is None:
+            return []
+        self.store.episode_close(episode.id, report.run_id)
+        if not self.auto_resolve:
+            log.info("%s: episode %s closed without resolve (PD_AUTO_RESOLVE off)", scope,
+                     episode.dedup_key)
+            return []
+        body = {"event_action": "resolve", "dedup_key": episode.dedup_key}
+        return [self._add(report, "resolve", body)]
+
+    def _add(self, report: StressResult, action: str, body: dict[str, Any]) -> int:
+        return self.store.outbox_add(SINK, action, body, dedup_key=body["dedup_key"],
+                                     scenario=report.scenario, run_id=report.run_id)
 
     # -- payload ----------------------------------------------------------------------------
 
@@ -237,7 +248,7 @@ class PagerDutyAlerter:
             "timestamp": report.timestamp,
             "run_id": report.run_id,
             "breaches": breaches,
-            "headroom": _finite(report.headroom),
+            "headroom": _finite(report.headroom if report.headroom is not None else math.nan),
             "kill_switch": report.kill_switch,
         }
         payload: dict[str, Any] = {
@@ -259,6 +270,37 @@ class PagerDutyAlerter:
         if self.links:
             event["links"] = self.links
         _fit(event)
+        return event
+
+    def failure_event(self, report: StressResult, dedup_key: str) -> dict[str, Any]:
+        """A failed run is its own incident (severity ``error``): the check could not run."""
+        summary = self._redact(f"Stress run failed: {report.scenario}: {report.error}")
+        if len(summary) > SUMMARY_MAX:
+            summary = summary[: SUMMARY_MAX - 3] + "..."
+        details = {
+            "scenario": report.scenario,
+            "run_id": report.run_id,
+            "timestamp": report.timestamp,
+            "failure": report.failure,
+            "error": self._redact(report.error or ""),
+            "book_source": report.book_source,
+            "kill_switch": report.kill_switch,
+        }
+        payload: dict[str, Any] = {
+            "summary": summary,
+            "severity": "error",
+            "source": SOURCE,
+            "component": SOURCE,
+            "group": report.scenario,
+            "class": "stress_run_failed",
+            "custom_details": details,
+        }
+        if _is_iso_timestamp(report.timestamp):
+            payload["timestamp"] = report.timestamp
+        event: dict[str, Any] = {"event_action": "trigger", "dedup_key": dedup_key,
+                                 "payload": payload}
+        if self.links:
+            event["links"] = self.links
         return event
 
     # -- delivery ---------------------------------------------------------------------------
