@@ -330,6 +330,10 @@ def render_result(result: dict[str, Any], scenario: dict[str, Any]) -> str:
     rows = [row(sym, m) for sym, m in result["symbols"].items()]
     rows.append(row("PORTFOLIO", result["portfolio"]))
     sources = result.get("limit_sources") or {}
+
+    def src(limit: str) -> str:
+        return f" ({sources[limit]})" if limit in sources else ""
+
     lines = [
         f"Scenario {result['scenario']}: {_describe(scenario)}",
         f"Book: {result['book_source']}",
@@ -339,10 +343,10 @@ def render_result(result: dict[str, Any], scenario: dict[str, Any]) -> str:
         _table(("SYMBOL", "WORST P&L", "DRAWDOWN", "VAR RATIO", "DELTA CHG", "HEADROOM"), rows,
                right=range(1, 6)),
         "",
-        f"Limits: drawdown {limits['max_drawdown_pct']:.2%}, VaR {limits['max_var_multiplier']:g}x,"
-        f" delta change {limits['max_position_delta']:g}   (! = breached)",
-        "Limit sources: " + ", ".join(f"{k} {v}" for k, v in sources.items() if v != "default")
-        if any(v != "default" for v in sources.values()) else "Limit sources: defaults",
+        f"Limits: drawdown {limits['max_drawdown_pct']:.2%}{src('max_drawdown_pct')}, "
+        f"VaR {limits['max_var_multiplier']:g}x{src('max_var_multiplier')}, "
+        f"delta change {limits['max_position_delta']:g}{src('max_position_delta')}"
+        "   (! = breached)",
     ]
     if result["skipped_symbols"]:
         lines.append(f"Skipped (STRESS_MAX_SYMBOLS): {len(result['skipped_symbols'])} symbols")

@@ -389,3 +389,10 @@ def test_a_store_with_an_old_nan_run_starts_and_serves(tmp_path):
     finally:
         proc.terminate()
         proc.communicate(timeout=10)
+
+
+def test_the_runbooks_four_classes_import_from_the_package():
+    import stress_plugin
+
+    for name in ("StressRunner", "HourlyStressScheduler", "PagerDutyAlerter", "StressScenario"):
+        assert getattr(stress_plugin, name).__name__ == name

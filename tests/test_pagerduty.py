@@ -164,6 +164,36 @@ def test_auto_resolve_off_closes_the_episode_silently(pd: FakePagerDuty, store: 
     assert store.episodes("pagerduty")[0].closed_run_id == "r2"
 
 
+def failed(run_id: str, scenario: str = "flash_crash_lite") -> StressResult:
+    return StressResult(run_id=run_id, scenario=scenario, timestamp="2024-01-15T16:00:05Z",
+                        symbols_tested=0, portfolio=None, symbols={}, headroom=None,
+                        limits=None, error="plugin host (stress_book): raised "
+                        "ConnectionError('broker down')", failure="book_unavailable",
+                        book_source="")
+
+
+def test_a_failed_run_is_its_own_incident_resolved_by_the_next_completed_run(
+        pd: FakePagerDuty, store: Store) -> None:
+    alerter = make_alerter(pd, store)
+    alerter.alert(result("r1", ["MES"]))  # breach incident opens
+    alerter.alert(failed("f1"))  # failure incident opens; the breach one stays open
+    alerter.alert(failed("f2"))  # the same failure incident
+    alerter.alert(result("r2", ["MES"]))  # completes: failure resolved, breach continues
+    alerter.alert(result("r3"))  # passes: breach resolved
+    events = pd.accepted()
+    breach = "stress_runner/flash_crash_lite/r1"
+    failure = "stress_runner/flash_crash_lite/failed/f1"
+    assert [(e["event_action"], e["dedup_key"]) for e in events] == [
+        ("trigger", breach), ("trigger", failure), ("trigger", failure), ("resolve", failure),
+        ("trigger", breach), ("resolve", breach)]
+    payload = events[1]["payload"]
+    assert payload["severity"] == "error" and payload["class"] == "stress_run_failed"
+    assert payload["summary"] == ("Stress run failed: flash_crash_lite: plugin host "
+                                  "(stress_book): raised ConnectionError('broker down')")
+    assert payload["custom_details"]["failure"] == "book_unavailable"
+    assert pd.alerts == {breach: "resolved", failure: "resolved"}
+
+
 def test_300_symbols_shorten_the_summary(pd: FakePagerDuty, store: Store) -> None:
     symbols = [f"SYMBOL{i:03d}" for i in range(300)]
     make_alerter(pd, store).alert(result("big", symbols))
