@@ -55,8 +55,9 @@ def bench(n: int, repeat: int | None, loop_repeat: int | None) -> list[str]:
 
     def timed_save(*args, **kwargs):
         start = time.perf_counter()
-        save_run(*args, **kwargs)
+        stored = save_run(*args, **kwargs)
         saves.append((time.perf_counter() - start) * 1000)
+        return stored
 
     store.save_run = timed_save  # this instance only: time the store write inside the run
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import hmac
 import ipaddress
 import logging
-import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
@@ -23,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, StrictBool, StrictFloat, StrictInt
 
 from stress_plugin import __version__
 from stress_plugin.errors import UNAVAILABLE_REASONS, RunFailure, StressError, UnknownScenario
-from stress_plugin.service import OUTBOX_FLUSH_INTERVAL_S, StressService
+from stress_plugin.service import StressService
 
 log = logging.getLogger("stress_runner.api")
 
@@ -83,20 +82,17 @@ Hours = Annotated[float, Query(gt=0, le=24 * 366, description="look-back window,
 
 
 def create_app(service: StressService, *, background: bool = True) -> FastAPI:
-    """The app; with ``background`` its lifespan runs the scheduler and the outbox flusher."""
+    """The app; with ``background`` its lifespan runs the scheduler and the delivery worker."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        stop = threading.Event()
         if background:
+            service.runner.deliveries.start()  # what an earlier process left goes out first
             service.start_scheduler()
-            threading.Thread(target=_flush_loop, args=(service, stop), daemon=True,
-                             name="stress-outbox").start()
         service.metrics.up.set(1)
         try:
             yield
         finally:
-            stop.set()
             service.stop()
 
     app = FastAPI(title="stress-plugin", version=__version__, lifespan=lifespan,
@@ -124,13 +120,15 @@ def create_app(service: StressService, *, background: bool = True) -> FastAPI:
         result = await run_in_threadpool(lambda: service.run(
             trigger="manual", scenario=body.scenario, symbols=body.symbols))
         log.info("manual run %s by %s", result.run_id, actor)
+        # the alerts are pending in the outbox: the delivery worker sends them after this
+        deliveries = await run_in_threadpool(service.deliveries_of, result.run_id)
         if result.status == "failed":  # stored and alerted as failed; never a 200
             code = 503 if result.failure in UNAVAILABLE_REASONS else 422
             return JSONResponse(status_code=code, content={
                 "detail": {"message": f"stress run failed: {result.error}",
                            "failure": result.failure, "run_id": result.run_id},
-                "result": result.to_dict()})
-        return result.to_dict()
+                "result": result.to_dict(), "deliveries": deliveries})
+        return {**result.to_dict(), "deliveries": deliveries}
 
     @app.get("/api/v1/stress/results")
     async def stress_results(hours: Hours = 24) -> dict[str, Any]:
@@ -182,9 +180,15 @@ def create_app(service: StressService, *, background: bool = True) -> FastAPI:
     async def market_volatility(hours: Hours = 24) -> dict[str, Any]:
         return await run_in_threadpool(service.volatility, hours)
 
+    @app.get("/api/v1/alerts")
+    async def alerts(hours: Hours = 24) -> dict[str, Any]:
+        """The alert outbox: pending and failed deliveries, and those delivered recently."""
+        return await run_in_threadpool(service.alerts, hours)
+
     @app.get("/metrics")
     async def metrics() -> Response:
-        return Response(service.metrics.render(), media_type=CONTENT_TYPE_LATEST)
+        body = await run_in_threadpool(service.metrics.render)  # it reads the store
+        return Response(body, media_type=CONTENT_TYPE_LATEST)
 
     @app.get("/healthz")
     async def healthz() -> dict[str, Any]:
@@ -196,12 +200,6 @@ def create_app(service: StressService, *, background: bool = True) -> FastAPI:
         return {"status": "ok", "total_runs": status["total_runs"]}
 
     return app
-
-
-def _flush_loop(service: StressService, stop: threading.Event) -> None:
-    """Retry pending pages until the app stops."""
-    while not stop.wait(OUTBOX_FLUSH_INTERVAL_S):
-        service.flush_outbox()
 
 
 def _is_loopback(host: str) -> bool:

@@ -100,7 +100,8 @@ def _run(args: argparse.Namespace) -> int:
     from stress_plugin.store import Store
 
     settings = load_settings()
-    runner = StressRunner(settings=settings, store=Store(settings.db_path))
+    runner = StressRunner(settings=settings, store=Store(settings.db_path),
+                          deliver_in_background=False)
     symbols = [s.strip() for s in args.symbols.split(",") if s.strip()] if args.symbols else None
     result = runner.run_once(book=args.book, scenario=args.scenario, symbols=symbols,
                              trigger="cli")
@@ -111,11 +112,29 @@ def _run(args: argparse.Namespace) -> int:
     halt = runner.halt()
     if halt is not None:
         print(halted_line(halt), file=sys.stderr if args.json else sys.stdout)
+    sys.stdout.flush()  # the result is out before any alert is waited for
+    deliver_alerts(runner, settings.stress_alert_wait_s)
     if result.status == "failed":
         print(f"stress-runner: error: stress run {result.run_id} failed: {result.error}",
               file=sys.stderr)
         return EXIT_INPUT
     return EXIT_BREACH if result.breach_count else EXIT_OK
+
+
+def deliver_alerts(runner: Any, wait_s: float) -> None:
+    """Send the pending alerts, waiting at most ``wait_s``; what is left stays in the outbox
+    for the service or ``stress-runner alerts flush`` (no join on a hung sink at exit)."""
+    def note(pending: list[Any]) -> None:
+        sinks = ", ".join(sorted({row.sink for row in pending}))
+        print(f"stress-runner: waiting up to {wait_s:g} s for {len(pending)} alert "
+              f"deliver{'y' if len(pending) == 1 else 'ies'} ({sinks}) ...", file=sys.stderr)
+
+    left = runner.deliveries.drain(wait_s, on_wait=note)
+    if left:
+        errors = "; ".join(f"{row.sink}: {row.last_error or 'not sent yet'}" for row in left[:3])
+        print(f"stress-runner: {len(left)} alert deliver{'y' if len(left) == 1 else 'ies'} "
+              f"still pending ({errors}); stress-runner serve or stress-runner alerts flush "
+              "sends them", file=sys.stderr)
 
 
 def halted_line(halt: dict[str, Any]) -> str:

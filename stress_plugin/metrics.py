@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.core import CounterMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from stress_hookspecs import StressResult
 from stress_plugin.errors import FAILURE_REASONS
@@ -47,7 +47,9 @@ class Metrics:
                               "(<= 1 breaches).", ["scenario"], registry=r)
         self.kill_switches = Counter("stress_kill_switch_total", "KILL_SWITCH events published.",
                                      registry=r)
-        self.alerts = Counter("stress_alerts_total", "Alert sink calls by outcome.",
+        self.alerts = Counter("stress_alerts_total", "Alert delivery attempts by sink and "
+                              "outcome (ok, deferred, error, timeout, rejected, or the sink's "
+                              "own word such as disabled).",
                               ["sink", "outcome"], registry=r)
         self.plugin_errors = Counter("stress_plugin_errors_total",
                                      "Plugin calls that raised or timed out.", ["plugin"],
@@ -59,8 +61,10 @@ class Metrics:
         self.scheduler_counts: Callable[[], dict[str, int]] = dict
         """Read at every scrape: scheduled runs not done, by reason (the scheduler counts)."""
         r.register(_SchedulerCollector(self))
-        self.outbox_pending = Gauge("stress_alert_outbox_pending",
-                                    "Alert events waiting in the outbox.", registry=r)
+        self.outbox_stats: Callable[[], dict[str, tuple[int, str | None]]] = dict
+        """Read at every scrape: per sink, pending deliveries and the oldest one's creation."""
+        self.sinks: list[str] = []
+        r.register(_OutboxCollector(self))
 
     def observe_run(self, result: StressResult, trigger: str, finished_unix: float) -> None:
         self.runs.labels(result.scenario, trigger).inc()
@@ -100,13 +104,40 @@ class Metrics:
                 self.runs.labels(scenario, trigger)
         for plugin in plugins:
             self.plugin_errors.labels(plugin)
+        self.sinks = list(sinks)
         for sink in sinks:
-            for outcome in ("ok", "error", "timeout"):
+            for outcome in ("ok", "deferred", "error", "timeout", "rejected"):
                 self.alerts.labels(sink, outcome)
 
     def render(self) -> bytes:
         self.before_render()
         return generate_latest(self.registry)
+
+
+class _OutboxCollector:
+    """``stress_alert_outbox_pending{sink}`` and ``stress_alert_outbox_oldest_seconds{sink}``
+    from one grouped COUNT(*) at scrape time (the scrape runs in a worker thread)."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self.metrics = metrics
+
+    def collect(self) -> Iterator[Metric]:
+        now = datetime.now(UTC)
+        stats = self.metrics.outbox_stats()
+        pending = GaugeMetricFamily("stress_alert_outbox_pending",
+                                    "Deliveries waiting in the alert outbox, per sink.",
+                                    labels=["sink"])
+        oldest = GaugeMetricFamily("stress_alert_outbox_oldest_seconds",
+                                   "Age of the oldest pending delivery per sink (0: none).",
+                                   labels=["sink"])
+        for sink in sorted({*self.metrics.sinks, *stats}):
+            count, created = stats.get(sink, (0, None))
+            pending.add_metric([sink], count)
+            age = 0.0 if created is None else (now - datetime.fromisoformat(
+                created.replace("Z", "+00:00"))).total_seconds()
+            oldest.add_metric([sink], max(0.0, age))
+        yield pending
+        yield oldest
 
 
 class _SchedulerCollector:

@@ -1,9 +1,11 @@
-"""One stress run: book -> symbol cap -> engine -> evaluators -> KILL_SWITCH -> store -> sinks.
+"""One stress run: book -> symbol cap -> engine -> evaluators -> KILL_SWITCH -> store.
 
 A run ends ``passed``, ``breached`` or ``failed``. What a run needs (the book, the limits, the
 evaluators, finite numbers) fails closed: a run that could not check the book is stored,
 counted and alerted as failed, never reported as passing. The runtime owns the halt latch: a
-KILL_SWITCH is latched in the store whatever plugins are loaded.
+KILL_SWITCH is latched in the store whatever plugins are loaded. Alert sinks are not on the
+run's path: the run is stored with one pending delivery per sink, and the delivery worker
+(``delivery.Deliverer``) sends them.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from stress_hookspecs import Book, Limits, Metrics, RiskEvent, StressResult
 from stress_hookspecs.types import SymbolMetrics
 from stress_plugin import engine
 from stress_plugin.book import BookArrays, book_from_mapping, read_book
+from stress_plugin.delivery import Deliverer
 from stress_plugin.errors import (
     NO_VALUE,
     BookError,
@@ -47,18 +50,22 @@ DEFAULT_SCENARIO = "flash_crash_lite"
 class StressRunner:
     """Runs scenarios against the book; plugins are loaded once, when the runner is made.
 
-    ``store`` keeps every run and the halt latch; without one the runner keeps them in memory
-    for its own lifetime.
+    ``store`` keeps every run, the halt latch and the alert outbox; without one the runner keeps
+    them in memory for its own lifetime. With ``deliver_in_background`` (the default) a daemon
+    thread sends each run's alerts once it is stored; without it the caller sends them
+    (``runner.deliveries.drain(...)``, as ``stress-runner run`` does).
     """
 
     def __init__(self, plugins: Plugins | None = None, settings: Settings | None = None,
-                 store: Store | None = None) -> None:
+                 store: Store | None = None, *, deliver_in_background: bool = True) -> None:
         self.settings = settings or load_settings()
         self.store = store if store is not None else Store(":memory:")
         self.plugins = plugins or Plugins.load(
             self.settings.disabled_plugins, trace=self.settings.stress_trace_plugins
         )
         self.plugins.require_evaluator()
+        self.deliveries = Deliverer(self.plugins, self.store, self.settings)
+        self.deliver_in_background = deliver_in_background
         self._scenarios: dict[str, StressScenario] | None = None
         self._profiles: dict[tuple[str, int], np.ndarray] = {}
 
@@ -142,7 +149,8 @@ class StressRunner:
         trigger: str = "manual",
         scheduled_for: str | None = None,
     ) -> StressResult:
-        """Stress the book once; publishes KILL_SWITCH and alerts on a breach.
+        """Stress the book once; publishes KILL_SWITCH on a breach; stores the run with its
+        pending alerts and returns (the alerts go out afterwards, off this path).
 
         ``book`` overrides the ``stress_book`` hook; ``symbols`` restricts the book to those.
         ``trigger`` (schedule, manual, cli) and ``scheduled_for`` (ISO UTC) go to the store.
@@ -186,9 +194,13 @@ class StressRunner:
             self._kill_switch(result)
         result = replace(result, halted=self.halt() is not None)
         _let_others_run()
-        self.store.save_run(result, trigger=trigger, scheduled_for=scheduled_for,
-                            prices=arrays.price if result.portfolio is not None else None)
-        self.plugins.alert(result)
+        sinks = self.plugins.sinks()
+        result = self.store.save_run(
+            result, trigger=trigger, scheduled_for=scheduled_for, sinks=sinks,
+            prices=arrays.price if result.portfolio is not None else None)
+        if sinks and self.deliver_in_background:
+            self.deliveries.start()
+            self.deliveries.wake()
         return result
 
     def _stress(self, stub: StressResult, arrays: BookArrays, chosen: StressScenario,

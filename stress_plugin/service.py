@@ -1,5 +1,5 @@
 """The long-running service behind ``stress-runner serve``: scheduled and manual runs, the
-store, live limits and config, the halt, metrics and the background outbox flush.
+store, live limits and config, the halt, metrics and the delivery worker of the alert outbox.
 
 The API (``api.py``) is a thin HTTP shell over this class; everything here is synchronous and
 runs in worker threads, never on the server's event loop.
@@ -29,7 +29,6 @@ from stress_plugin.store import Store
 
 log = logging.getLogger("stress_runner.service")
 
-OUTBOX_FLUSH_INTERVAL_S = 60
 ENV_CONFIG = {
     "stress_enabled": "enabled",
     "market_hours_only": "market_hours_only",
@@ -84,6 +83,7 @@ class StressService:
         self.scheduler: Any = None
         self.duplicate_runs = 0
         self.metrics.scheduler_counts = self._scheduler_counts
+        self.metrics.outbox_stats = self.store.outbox_stats
         self.metrics.before_render = self._refresh_gauges
         self.metrics.restore(self.store.latest_runs())
         self.metrics.declare(
@@ -255,20 +255,24 @@ class StressService:
         self.metrics.up.set(1)
         self._refresh_gauges()
 
-    def flush_outbox(self) -> None:
-        """Retry pending pages in the background; a no-op without a routing key."""
-        from stress_plugin.plugins import pagerduty
+    def alerts(self, hours: float) -> dict[str, Any]:
+        """The outbox: every pending and failed delivery, and those made in the window."""
+        since = iso_utc(datetime.now(UTC) - timedelta(hours=hours))
+        return {
+            "hours": hours,
+            "pending": [r.to_dict() for r in self.store.deliveries_list("pending", limit=1000)],
+            "failed": [r.to_dict() for r in self.store.deliveries_list("failed", limit=1000)],
+            "recent": [r.to_dict() for r in self.store.deliveries_list(
+                "delivered", since=since, limit=1000)],
+        }
 
-        if self.settings.pd_routing_key is None or not self.plugins.pm.has_plugin("pagerduty"):
-            return
-        try:
-            pagerduty.get_alerter().flush(budget_s=OUTBOX_FLUSH_INTERVAL_S / 2)
-        except Exception:
-            log.exception("background outbox flush failed")
-        self._refresh_gauges()
+    def deliveries_of(self, run_id: str) -> list[dict[str, Any]]:
+        return [{"id": r.id, "sink": r.sink, "status": r.status}
+                for r in self.store.deliveries_list(run_id=run_id, newest_first=False)]
 
     def stop(self) -> None:
         self.metrics.up.set(0)
+        self.runner.deliveries.stop()
         if self.scheduler is not None:
             self.scheduler.shutdown(wait=False)
 
@@ -303,7 +307,6 @@ class StressService:
         self.metrics.halted.set(1 if self.halt() is not None else 0)
         next_run = self.scheduler.next_run_time if self.scheduler is not None else None
         self.metrics.next_run.set(next_run.timestamp() if next_run else 0)
-        self.metrics.outbox_pending.set(len(self.store.outbox_pending()))
 
 
 def effective_config(settings: Settings, store: Store) -> dict[str, Any]:

@@ -47,6 +47,15 @@ class Settings(BaseSettings):
     """STRESS_SCENARIOS: extra scenario YAML files, separated by ':' (the OS path separator)."""
     stress_trace_plugins: bool = False
     """STRESS_TRACE_PLUGINS: log every plugin call with its answer and duration."""
+    stress_alert_wait_s: float = Field(10.0, ge=0)
+    """STRESS_ALERT_WAIT_S: how long ``stress-runner run`` waits for its alerts to go out;
+    what is still pending then goes out with the service or ``stress-runner alerts flush``."""
+    stress_alert_timeout_s: float = Field(30.0, gt=0)
+    """STRESS_ALERT_TIMEOUT_S: one sink call longer than this is abandoned and retried."""
+    stress_alert_retry_base_s: float = Field(2.0, gt=0)
+    """STRESS_ALERT_RETRY_BASE_S: the first retry's delay; it doubles per attempt (jittered)."""
+    stress_alert_retry_max_s: float = Field(300.0, gt=0)
+    """STRESS_ALERT_RETRY_MAX_S: the longest delay between two attempts of one delivery."""
     stress_on_failure: Literal["page", "halt"] = "page"
     """STRESS_ON_FAILURE: a failed run always pages; ``halt`` also trips the KILL_SWITCH."""
 

@@ -11,10 +11,10 @@ import json
 import math
 import sqlite3
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -31,7 +31,7 @@ SYMBOL_COLUMNS = ("worst_pnl", "drawdown_pct", "var_ratio", "delta_change", "hea
 _RESULT_KEYS = ("run_id", "scenario", "status", "error", "failure", "timestamp", "book_source",
                 "symbols_tested", "breach_count", "breached_symbols", "breaches", "kill_switch",
                 "halted", "runtime_ms", "headroom", "limits", "limit_sources", "portfolio",
-                "symbols", "skipped_symbols")
+                "episode", "resolves", "symbols", "skipped_symbols")
 _RUN_COLUMNS = ("run_id", "timestamp", "scenario", "status", "failure", "trigger",
                 "scheduled_for", "breach_count", "kill_switch", "headroom", "runtime_ms",
                 "result", "symbols", "symbol_columns", "prices")
@@ -89,6 +89,59 @@ def _runs_with_status(conn: sqlite3.Connection) -> None:
         conn.execute(f"INSERT INTO runs ({', '.join(_RUN_COLUMNS)}) VALUES "
                      f"({', '.join('?' * len(_RUN_COLUMNS))})",
                      tuple(row[c] for c in _RUN_COLUMNS))
+
+
+_RUN_COLUMNS_V4 = (*_RUN_COLUMNS, "breach_episode", "failure_episode")
+_DELIVERIES = """
+    CREATE TABLE deliveries (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        run_id TEXT NOT NULL REFERENCES runs (run_id),
+        sink TEXT NOT NULL,
+        scenario TEXT NOT NULL,
+        status TEXT NOT NULL DEFAULT 'pending'
+            CHECK (status IN ('pending', 'delivered', 'failed')),
+        created_at TEXT NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        first_attempt_at TEXT,
+        last_attempt_at TEXT,
+        next_attempt_at TEXT NOT NULL,
+        claimed_until TEXT,
+        delivered_at TEXT,
+        outcome TEXT,
+        last_error TEXT,
+        UNIQUE (run_id, sink)
+    );
+    CREATE INDEX deliveries_by_status ON deliveries (status, sink, id);
+    ALTER TABLE runs ADD COLUMN breach_episode TEXT;
+    ALTER TABLE runs ADD COLUMN failure_episode TEXT;
+"""
+
+
+def _one_outbox_for_every_sink(conn: sqlite3.Connection) -> None:
+    """4: the runtime's outbox (one delivery per sink per run) replaces PagerDuty's own outbox
+    and episodes. Each run gets the scenario's episodes, replayed in time order (an incident
+    open at PagerDuty keeps its dedup_key); a page an older version left pending becomes a
+    pending delivery of its run."""
+    for statement in _statements(_DELIVERIES):
+        conn.execute(statement)
+    open_episodes: dict[str, tuple[str | None, str | None]] = {}
+    for row in conn.execute("SELECT rowid, scenario, result FROM runs ORDER BY rowid").fetchall():
+        data = json.loads(row["result"])
+        result = StressResult.from_dict({**data, "symbols": {}})
+        result, breach, failure = next_episodes(result, *open_episodes.get(row["scenario"],
+                                                                           (None, None)))
+        open_episodes[row["scenario"]] = (breach, failure)
+        data.update(episode=result.episode, resolves=list(result.resolves))
+        conn.execute("UPDATE runs SET result = ?, breach_episode = ?, failure_episode = ?"
+                     " WHERE rowid = ?", (_json(data), breach, failure, row["rowid"]))
+    conn.execute(
+        "INSERT OR IGNORE INTO deliveries (run_id, sink, scenario, created_at, next_attempt_at,"
+        " attempts, last_error) SELECT o.run_id, 'pagerduty', r.scenario, o.created_at,"
+        " o.created_at, o.attempts, o.last_error FROM alert_outbox AS o"
+        " JOIN runs AS r ON r.run_id = o.run_id"
+        " WHERE o.status = 'pending' AND o.sink = 'pagerduty'")
+    conn.execute("DROP TABLE alert_outbox")
+    conn.execute("DROP TABLE alert_episodes")
 
 
 def _all_finite(value: Any) -> bool:
@@ -201,6 +254,7 @@ MIGRATIONS: list[str | Callable[[sqlite3.Connection], None]] = [
     );
     """,
     _runs_with_status,
+    _one_outbox_for_every_sink,
 ]
 """Schema scripts (or functions, where rows must be rewritten) in order; ``PRAGMA user_version``
 is how many have been applied. Append new ones; never edit one that has shipped.
@@ -224,47 +278,26 @@ def _statements(script: str) -> Iterator[str]:
 
 
 @dataclass(frozen=True, slots=True)
-class OutboxEvent:
-    """One row of the alert outbox; ``body`` is the event without any secret."""
+class DeliveryRow:
+    """One pending, delivered or failed delivery of one run's report to one alert sink."""
 
     id: int
-    created_at: str
+    run_id: str
     sink: str
-    dedup_key: str | None
-    event_action: str
-    body: dict[str, Any]
+    scenario: str
     status: str
+    created_at: str
     attempts: int
-    last_error: str | None
+    first_attempt_at: str | None
     last_attempt_at: str | None
+    next_attempt_at: str
+    claimed_until: str | None
     delivered_at: str | None
-    scenario: str | None
-    run_id: str | None
+    outcome: str | None
+    last_error: str | None
 
     def to_dict(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in self.__slots__}
-
-    @classmethod
-    def _from_row(cls, row: sqlite3.Row) -> OutboxEvent:
-        data = dict(row)
-        data["body"] = json.loads(data["body"])
-        return cls(**data)
-
-
-@dataclass(frozen=True, slots=True)
-class Episode:
-    """A run of breaches of one scenario that one sink reports as one incident."""
-
-    id: int
-    sink: str
-    scenario: str
-    dedup_key: str
-    opened_at: str
-    opened_run_id: str
-    last_run_id: str
-    updated_at: str
-    closed_at: str | None
-    closed_run_id: str | None
 
 
 class Store:
@@ -354,147 +387,98 @@ class Store:
                         conn.execute(statement)
                 conn.execute(f"PRAGMA user_version = {version + 1}")
 
-    # -- alert outbox -----------------------------------------------------------------------
+    # -- the alert outbox: one delivery per sink per run ---------------------------------------
 
-    def outbox_add(
-        self,
-        sink: str,
-        event_action: str,
-        body: dict[str, Any],
-        *,
-        dedup_key: str | None = None,
-        scenario: str | None = None,
-        run_id: str | None = None,
-    ) -> int:
-        """Queue an event before it is sent; the body must not carry a secret."""
-        if "routing_key" in body:
-            raise ValueError("the outbox never stores a routing key; add it at send time")
-        with self.transaction() as conn:
-            cursor = conn.execute(
-                "INSERT INTO alert_outbox (created_at, sink, dedup_key, event_action, body,"
-                " scenario, run_id) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (
-                    utc_now(),
-                    sink,
-                    dedup_key,
-                    event_action,
-                    json.dumps(body, separators=(",", ":"), allow_nan=False),
-                    scenario,
-                    run_id,
-                ),
-            )
-            return int(cursor.lastrowid or 0)
+    def deliveries_pending(self, sink: str | None = None) -> list[DeliveryRow]:
+        """Pending deliveries, oldest first: the order they must reach each sink in."""
+        return self.deliveries_list("pending", sink=sink, newest_first=False)
 
-    def outbox_get(self, event_id: int) -> OutboxEvent | None:
-        rows = self._query("SELECT * FROM alert_outbox WHERE id = ?", (event_id,))
-        return OutboxEvent._from_row(rows[0]) if rows else None
-
-    def outbox_pending(self, sink: str | None = None) -> list[OutboxEvent]:
-        """Pending events, oldest first: the order they must reach the sink in."""
-        return self.outbox_list("pending", sink=sink, newest_first=False)
-
-    def outbox_list(
-        self,
-        status: str | None = None,
-        *,
-        sink: str | None = None,
-        limit: int | None = None,
-        newest_first: bool = True,
-    ) -> list[OutboxEvent]:
+    def deliveries_list(self, status: str | None = None, *, sink: str | None = None,
+                        limit: int | None = None, newest_first: bool = True,
+                        since: str | None = None, run_id: str | None = None
+                        ) -> list[DeliveryRow]:
         if status is not None and status not in OUTBOX_STATUSES:
             raise ValueError(f"status must be one of {', '.join(OUTBOX_STATUSES)}: {status!r}")
         where, params = [], []
-        if status is not None:
-            where.append("status = ?")
-            params.append(status)
-        if sink is not None:
-            where.append("sink = ?")
-            params.append(sink)
-        sql = "SELECT * FROM alert_outbox"
-        if where:
-            sql += " WHERE " + " AND ".join(where)
+        for column, value in (("status = ?", status), ("sink = ?", sink),
+                              ("created_at >= ?", since), ("run_id = ?", run_id)):
+            if value is not None:
+                where.append(column)
+                params.append(value)
+        sql = "SELECT * FROM deliveries" + (" WHERE " + " AND ".join(where) if where else "")
         sql += " ORDER BY id DESC" if newest_first else " ORDER BY id"
         if limit is not None:
             sql += f" LIMIT {int(limit)}"
-        return [OutboxEvent._from_row(row) for row in self._query(sql, tuple(params))]
+        return [DeliveryRow(**dict(row)) for row in self._query(sql, tuple(params))]
 
-    def outbox_record_attempt(self, event_id: int, error: str | None = None) -> None:
-        """Count one send attempt; ``error`` (already redacted) says why it did not land."""
-        with self.transaction() as conn:
-            conn.execute(
-                "UPDATE alert_outbox SET attempts = attempts + 1, last_attempt_at = ?,"
-                " last_error = COALESCE(?, last_error) WHERE id = ?",
-                (utc_now(), error, event_id),
-            )
+    def delivery_get(self, delivery_id: int) -> DeliveryRow | None:
+        rows = self._query("SELECT * FROM deliveries WHERE id = ?", (delivery_id,))
+        return DeliveryRow(**dict(rows[0])) if rows else None
 
-    def outbox_mark_delivered(self, event_id: int) -> None:
-        with self.transaction() as conn:
-            conn.execute(
-                "UPDATE alert_outbox SET status = 'delivered', delivered_at = ? WHERE id = ?",
-                (utc_now(), event_id),
-            )
-
-    def outbox_mark_failed(self, event_id: int, error: str) -> None:
-        """A permanent failure (the sink rejected the event): never sent again."""
-        with self.transaction() as conn:
-            conn.execute(
-                "UPDATE alert_outbox SET status = 'failed', last_error = ? WHERE id = ?",
-                (error, event_id),
-            )
-
-    # -- alert episodes ---------------------------------------------------------------------
-
-    def episode_current(self, sink: str, scenario: str) -> Episode | None:
-        rows = self._query(
-            "SELECT * FROM alert_episodes WHERE sink = ? AND scenario = ? AND closed_at IS NULL",
-            (sink, scenario),
-        )
-        return Episode(**dict(rows[0])) if rows else None
-
-    def episode_open(self, sink: str, scenario: str, dedup_key: str, run_id: str) -> Episode:
-        """Start an episode; fails if one is already open for this sink and scenario."""
+    def delivery_claim(self, delivery_id: int, lease_s: float) -> DeliveryRow | None:
+        """Take a pending delivery for one attempt (counted), unless another worker holds it;
+        the lease lets another process take it over if this one dies mid-attempt."""
         now = utc_now()
         with self.transaction() as conn:
             cursor = conn.execute(
-                "INSERT INTO alert_episodes (sink, scenario, dedup_key, opened_at, opened_run_id,"
-                " last_run_id, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (sink, scenario, dedup_key, now, run_id, run_id, now),
-            )
-            episode_id = int(cursor.lastrowid or 0)
-        return Episode(episode_id, sink, scenario, dedup_key, now, run_id, run_id, now, None, None)
+                "UPDATE deliveries SET claimed_until = ?, attempts = attempts + 1,"
+                " first_attempt_at = COALESCE(first_attempt_at, ?), last_attempt_at = ?"
+                " WHERE id = ? AND status = 'pending'"
+                " AND (claimed_until IS NULL OR claimed_until < ?)",
+                (utc_in(lease_s), now, now, delivery_id, now))
+            return self.delivery_get(delivery_id) if cursor.rowcount else None
 
-    def episode_touch(self, episode_id: int, run_id: str) -> None:
-        """Note another breaching run of an open episode."""
+    def delivery_done(self, delivery_id: int, outcome: str) -> None:
         with self.transaction() as conn:
-            conn.execute(
-                "UPDATE alert_episodes SET last_run_id = ?, updated_at = ? WHERE id = ?",
-                (run_id, utc_now(), episode_id),
-            )
+            conn.execute("UPDATE deliveries SET status = 'delivered', delivered_at = ?,"
+                         " outcome = ?, last_error = NULL, claimed_until = NULL WHERE id = ?",
+                         (utc_now(), outcome, delivery_id))
 
-    def episode_close(self, episode_id: int, run_id: str) -> None:
-        now = utc_now()
+    def delivery_later(self, delivery_id: int, error: str, delay_s: float) -> None:
+        """A failed attempt to retry after ``delay_s``; ``error`` must hold no secret."""
         with self.transaction() as conn:
-            conn.execute(
-                "UPDATE alert_episodes SET closed_at = ?, closed_run_id = ?, updated_at = ?"
-                " WHERE id = ?",
-                (now, run_id, now, episode_id),
-            )
+            conn.execute("UPDATE deliveries SET last_error = ?, next_attempt_at = ?,"
+                         " claimed_until = NULL WHERE id = ?",
+                         (error, utc_in(delay_s), delivery_id))
 
-    def episodes(self, sink: str | None = None, *, open_only: bool = False) -> list[Episode]:
-        sql, params = "SELECT * FROM alert_episodes WHERE 1 = 1", []
-        if sink is not None:
-            sql += " AND sink = ?"
-            params.append(sink)
-        if open_only:
-            sql += " AND closed_at IS NULL"
-        return [Episode(**dict(r)) for r in self._query(sql + " ORDER BY id", tuple(params))]
+    def delivery_failed(self, delivery_id: int, error: str) -> None:
+        """Rejected by the sink: never sent again unless queued again by hand."""
+        with self.transaction() as conn:
+            conn.execute("UPDATE deliveries SET status = 'failed', last_error = ?,"
+                         " claimed_until = NULL WHERE id = ?", (error, delivery_id))
+
+    def delivery_requeue(self, delivery_id: int) -> DeliveryRow | None:
+        """A failed (or waiting) delivery due again now; None if there is no such delivery."""
+        with self.transaction() as conn:
+            cursor = conn.execute(
+                "UPDATE deliveries SET status = 'pending', next_attempt_at = ?,"
+                " claimed_until = NULL WHERE id = ? AND status != 'delivered'",
+                (utc_now(), delivery_id))
+            return self.delivery_get(delivery_id) if cursor.rowcount else None
+
+    def outbox_stats(self) -> dict[str, tuple[int, str | None]]:
+        """Per sink: pending deliveries and when the oldest was created (one cheap query)."""
+        rows = self._query("SELECT sink, COUNT(*) AS pending, MIN(created_at) AS oldest"
+                           " FROM deliveries WHERE status = 'pending' GROUP BY sink")
+        return {r["sink"]: (r["pending"], r["oldest"]) for r in rows}
+
+    def report(self, run_id: str) -> StressResult:
+        """A stored run as the ``StressResult`` its sinks get."""
+        rows = self._query("SELECT result, symbols, symbol_columns FROM runs WHERE run_id = ?",
+                           (run_id,))
+        if not rows:
+            raise KeyError(run_id)
+        return StressResult.from_dict(json.loads(rows[0]["result"]), symbols=_stored_symbols(
+            rows[0]))
 
     # -- runs ---------------------------------------------------------------------------------
 
     def save_run(self, result: StressResult, *, trigger: str, prices: Any,
-                 scheduled_for: str | None = None) -> None:
-        """The run and the mid price of each tested symbol (``prices``, in result order; None
-        for a failed run), in one transaction: one write per run.
+                 scheduled_for: str | None = None, sinks: Sequence[str] = ()) -> StressResult:
+        """The run, the mid price of each tested symbol (``prices``, in result order; None for
+        a failed run) and one pending delivery per alert sink in ``sinks``, in one transaction:
+        a crash loses no delivery. Returns the result with its ``episode`` and ``resolves``,
+        which the store keeps per scenario (the previous run's episodes carry on).
 
         The per-symbol metrics and prices are kept as float64 columns (``SYMBOL_COLUMNS``),
         not as JSON: a 10,000-symbol run is then a 0.5 MB blob written in one call instead of
@@ -507,18 +491,35 @@ class Store:
 
         names, columns = _symbol_columns(result)
         price_blob = b"" if prices is None else np.asarray(prices, dtype=np.float64).tobytes()
-        row = (result.run_id, result.timestamp, result.scenario, result.status, result.failure,
-               trigger, scheduled_for, result.breach_count, int(result.kill_switch),
-               result.headroom, result.runtime_ms, _json(result.to_dict(symbols=False)),
-               _json(names), columns.tobytes(), price_blob)
+        now = utc_now()
         with self._lock:
-            self._conn.execute("PRAGMA synchronous=NORMAL")
+            # a run with deliveries must survive a power cut with them: full fsync then (inside
+            # a caller's transaction the caller's commit decides)
+            if not self._depth:
+                self._conn.execute(f"PRAGMA synchronous={'FULL' if sinks else 'NORMAL'}")
             try:
                 with self.transaction() as conn:
-                    conn.execute(f"INSERT INTO runs ({', '.join(_RUN_COLUMNS)}) VALUES "
-                                 f"({', '.join('?' * len(_RUN_COLUMNS))})", row)
+                    last = conn.execute(
+                        "SELECT breach_episode, failure_episode FROM runs WHERE scenario = ?"
+                        " ORDER BY rowid DESC LIMIT 1",  # the order sinks get them in
+                        (result.scenario,)).fetchone()
+                    result, breach, failure = next_episodes(
+                        result, *(tuple(last) if last else (None, None)))
+                    row = (result.run_id, result.timestamp, result.scenario, result.status,
+                           result.failure, trigger, scheduled_for, result.breach_count,
+                           int(result.kill_switch), result.headroom, result.runtime_ms,
+                           _json(result.to_dict(symbols=False)), _json(names),
+                           columns.tobytes(), price_blob, breach, failure)
+                    conn.execute(f"INSERT INTO runs ({', '.join(_RUN_COLUMNS_V4)}) VALUES "
+                                 f"({', '.join('?' * len(_RUN_COLUMNS_V4))})", row)
+                    conn.executemany(
+                        "INSERT INTO deliveries (run_id, sink, scenario, created_at,"
+                        " next_attempt_at) VALUES (?, ?, ?, ?, ?)",
+                        [(result.run_id, sink, result.scenario, now, now) for sink in sinks])
             finally:
-                self._conn.execute("PRAGMA synchronous=FULL")
+                if not self._depth:
+                    self._conn.execute("PRAGMA synchronous=FULL")
+        return result
 
     def has_scheduled_run(self, scenario: str, scheduled_for: str) -> bool:
         """Whether this scenario's run for this fire time is already stored (by any worker)."""
@@ -530,14 +531,11 @@ class Store:
         rows = self._query("SELECT trigger, scheduled_for, result, symbols, symbol_columns"
                            " FROM runs WHERE timestamp >= ? ORDER BY timestamp DESC, rowid DESC",
                            (since,))
-        import numpy as np
 
         results = []
         for r in rows:
-            names = json.loads(r["symbols"])
-            columns = np.frombuffer(r["symbol_columns"]).reshape(len(SYMBOL_COLUMNS), -1)
             data = json.loads(r["result"])
-            data["symbols"] = SymbolMetrics(names, *columns).to_dict() if names else {}
+            data["symbols"] = _stored_symbols(r).to_dict()
             # to_dict()'s key order, then where the run came from
             results.append({**{k: data[k] for k in _RESULT_KEYS}, "trigger": r["trigger"],
                             "scheduled_for": r["scheduled_for"]})
@@ -654,6 +652,41 @@ class Store:
                details: dict[str, Any]) -> None:
         conn.execute("INSERT INTO audit_log (at, actor, action, details) VALUES (?, ?, ?, ?)",
                      (utc_now(), actor, action, _json(details)))
+
+
+def _stored_symbols(row: sqlite3.Row) -> SymbolMetrics:
+    import numpy as np
+
+    names = json.loads(row["symbols"])
+    columns = np.frombuffer(row["symbol_columns"]).reshape(len(SYMBOL_COLUMNS), len(names))
+    return SymbolMetrics(names, *columns)
+
+
+def next_episodes(result: StressResult, breach: str | None, failure: str | None
+                  ) -> tuple[StressResult, str | None, str | None]:
+    """The result with its ``episode`` and ``resolves``, and the scenario's open (breach,
+    failure) episodes after it, from the ones open before it.
+
+    A breach continues (or opens) the breach episode and ends a failure episode; a failed run
+    continues (or opens) the failure episode and leaves a breach episode open (nothing says it
+    is over); a passed run ends both."""
+    from dataclasses import replace
+
+    if result.status == "failed":
+        failure = failure or f"failed/{result.run_id}"
+        return replace(result, episode=failure, resolves=()), breach, failure
+    ended = (failure,) if result.status == "breached" else (breach, failure)
+    resolves = tuple(e for e in ended if e is not None)
+    if result.status == "breached":
+        breach = breach or result.run_id
+        return replace(result, episode=breach, resolves=resolves), breach, None
+    return replace(result, episode=None, resolves=resolves), None, None
+
+
+def utc_in(seconds: float) -> str:
+    """``utc_now()`` plus ``seconds``, in the same sortable text form."""
+    moment = datetime.now(UTC) + timedelta(seconds=seconds)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def _symbol_columns(result: StressResult) -> tuple[list[str], np.ndarray]:

@@ -38,7 +38,7 @@ def make_plugins(host: EmbeddedHost) -> Callable[..., Plugins]:
 
     def make(*extra: object, **named: object) -> Plugins:
         pm, _ = build_manager(entry_points=False)
-        plugins = Plugins(pm, alert_timeout_s=2.0)
+        plugins = Plugins(pm)
         plugins.register(riskagent_v2, "riskagent_v2")
         plugins.register(host, "embedded_host")
         plugins.register(stress_pack_flash_crash, "flash_crash")

@@ -92,6 +92,8 @@ class FakePagerDuty:
         self.opened: list[str] = []
         """dedup_key of every alert opened (a trigger on a new or resolved key)."""
         self._script: deque[Scripted] = deque()
+        self.hang_s = 0.0
+        """Hold every request this long before answering (a hanging PagerDuty)."""
         self._connections: set[socket.socket] = set()
         self._lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
@@ -217,6 +219,8 @@ class FakePagerDuty:
             def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 raw = self.rfile.read(length)
+                if fake.hang_s:
+                    time.sleep(fake.hang_s)
                 received = fake._handle(self.path, dict(self.headers.items()), raw)
                 data = json.dumps(received.answer).encode()
                 self.send_response(received.status)

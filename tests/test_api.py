@@ -227,6 +227,7 @@ def test_plugin_errors_are_counted_in_metrics(make_service, book_file):
 
     api = Api(make_service(Broken(), book_path=book_file))
     api("POST", "/api/v1/stress/run")
+    api.app.state.service.runner.deliveries.drain(1.0)  # the worker's first attempt
     text = api("GET", "/metrics").text
     assert 'stress_plugin_errors_total{plugin="extra0"} 1.0' in text
     assert 'stress_alerts_total{outcome="error",sink="extra0"} 1.0' in text
@@ -292,17 +293,17 @@ def test_a_scheduled_slot_runs_once_per_scenario(make_service, book_file):
 def test_paging_off_is_counted_as_disabled_not_ok(make_service, book_file):
     from stress_plugin.plugins import pagerduty
 
-    try:
-        api = Api(make_service(pagerduty, book_path=book_file))
-        text = api("GET", "/metrics").text
-        assert 'stress_runs_total{scenario="flash_crash_lite",trigger="schedule"} 0.0' in text
-        assert 'stress_alerts_total{outcome="error",sink="extra0"} 0.0' in text
-        api("POST", "/api/v1/stress/run")
-        text = api("GET", "/metrics").text
-        assert 'stress_alerts_total{outcome="disabled",sink="extra0"} 1.0' in text
-        assert 'stress_alerts_total{outcome="ok",sink="extra0"} 0.0' in text
-    finally:
-        pagerduty.reset_alerter()
+    api = Api(make_service(pagerduty, book_path=book_file))
+    text = api("GET", "/metrics").text
+    assert 'stress_runs_total{scenario="flash_crash_lite",trigger="schedule"} 0.0' in text
+    assert 'stress_alerts_total{outcome="error",sink="extra0"} 0.0' in text
+    run = api("POST", "/api/v1/stress/run").json()
+    assert [(d["sink"], d["status"]) for d in run["deliveries"]] == [("extra0", "pending")]
+    assert api.app.state.service.runner.deliveries.drain(5.0) == []
+    text = api("GET", "/metrics").text
+    assert 'stress_alerts_total{outcome="disabled",sink="extra0"} 1.0' in text
+    assert 'stress_alerts_total{outcome="ok",sink="extra0"} 0.0' in text
+    assert 'stress_alert_outbox_pending{sink="extra0"} 0.0' in text
 
 
 def test_metrics_after_a_restart_show_the_last_stored_run(make_service, book_file):

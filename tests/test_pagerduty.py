@@ -1,4 +1,5 @@
-"""The PagerDuty sink against a real HTTP server speaking the Events API v2 contract."""
+"""The PagerDuty sink as an ordinary sink, through the runtime's outbox and delivery worker,
+against a real HTTP server speaking the Events API v2 contract."""
 
 from __future__ import annotations
 
@@ -15,10 +16,10 @@ import pytest
 
 from stress_hookspecs import Breach, Limits, Metrics, StressResult
 from stress_plugin import cli_alerts
+from stress_plugin.delivery import Deliverer
 from stress_plugin.errors import ConfigError
-from stress_plugin.plugins import pagerduty
-from stress_plugin.plugins.pagerduty import PagerDutyAlerter, PagerDutyError
-from stress_plugin.settings import Settings
+from stress_plugin.plugins import Plugins, build_manager, pagerduty
+from stress_plugin.settings import load_settings
 from stress_plugin.store import MIGRATIONS, Store
 
 try:
@@ -28,17 +29,7 @@ except ImportError:  # tests/ is a package
 
 KEY = "R0UT1NGK3Y5ECRET" + "x" * 16
 assert len(KEY) == 32
-FAST = {"wait_initial_s": 0.01, "wait_max_s": 0.05, "wait_jitter_s": 0.01, "budget_s": 5.0}
 ROOT = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(autouse=True)
-def _clean_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    for name in ("PD_ROUTING_KEY", "PD_EVENTS_URL", "PD_AUTO_RESOLVE", "PD_RUNBOOK_URL",
-                 "PD_DASHBOARD_URL", "STRESS_DB", "STRESS_WEBHOOK_URL"):
-        monkeypatch.delenv(name, raising=False)
-    yield
-    pagerduty.reset_alerter()
 
 
 @pytest.fixture
@@ -53,14 +44,38 @@ def store(tmp_path: Path) -> Iterator[Store]:
         yield s
 
 
-def settings(pd: FakePagerDuty | None, key: str | None = KEY, **extra: object) -> Settings:
-    url = pd.url if pd else "http://127.0.0.1:9/v2/enqueue"
-    return Settings(pd_routing_key=key, pd_events_url=url, **extra)
+class Outbox:
+    """The runtime's path with PagerDuty as its only sink: ``run`` stores a report with its
+    pending delivery, ``deliver`` lets the worker send what is due."""
+
+    def __init__(self, store: Store) -> None:
+        pm, _ = build_manager(entry_points=False)
+        self.plugins = Plugins(pm)
+        self.plugins.register(pagerduty, "pagerduty")
+        self.store = store
+        self.worker = Deliverer(self.plugins, store, load_settings())
+
+    def run(self, report: StressResult) -> StressResult:
+        prices = [1.0] * len(report.symbols) if report.portfolio is not None else None
+        return self.store.save_run(report, trigger="manual", prices=prices, sinks=["pagerduty"])
+
+    def deliver(self, timeout_s: float = 5.0, **kwargs: object) -> list:
+        return self.worker.drain(timeout_s, **kwargs)
+
+    def alert(self, report: StressResult) -> StressResult:
+        """Store and deliver at once, as a run followed by the worker's pass."""
+        saved = self.run(report)
+        self.deliver()
+        return saved
 
 
-def make_alerter(pd: FakePagerDuty | None, store: Store, key: str | None = KEY,
-                 **extra: object) -> PagerDutyAlerter:
-    return PagerDutyAlerter(settings(pd, key, **extra), store, **FAST)
+@pytest.fixture
+def outbox(pd: FakePagerDuty, store: Store, monkeypatch: pytest.MonkeyPatch) -> Outbox:
+    monkeypatch.setenv("PD_ROUTING_KEY", KEY)
+    monkeypatch.setenv("PD_EVENTS_URL", pd.url)
+    monkeypatch.setenv("STRESS_ALERT_RETRY_BASE_S", "0.01")
+    monkeypatch.setenv("STRESS_ALERT_RETRY_MAX_S", "0.05")
+    return Outbox(store)
 
 
 def result(run_id: str, symbols: list[str] | None = None, scenario: str = "flash_crash_lite",
@@ -85,13 +100,22 @@ def result(run_id: str, symbols: list[str] | None = None, scenario: str = "flash
     )
 
 
+def failed(run_id: str, scenario: str = "flash_crash_lite") -> StressResult:
+    return StressResult(run_id=run_id, scenario=scenario, timestamp="2024-01-15T16:00:05Z",
+                        symbols_tested=0, portfolio=None, symbols={}, headroom=None,
+                        limits=None, error="plugin host (stress_book): raised "
+                        "ConnectionError('broker down')", failure="book_unavailable",
+                        book_source="")
+
+
 # -- payload and episodes ---------------------------------------------------------------------
 
 
-def test_trigger_payload_follows_the_runbook(pd: FakePagerDuty, store: Store) -> None:
-    alerter = make_alerter(pd, store, pd_runbook_url="https://wiki/runbook",
-                           pd_dashboard_url="https://grafana/stress")
-    alerter.alert(result("run-1", ["MES", "MNQ"]))
+def test_trigger_payload_follows_the_runbook(pd: FakePagerDuty, outbox: Outbox,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PD_RUNBOOK_URL", "https://wiki/runbook")
+    monkeypatch.setenv("PD_DASHBOARD_URL", "https://grafana/stress")
+    outbox.alert(result("run-1", ["MES", "MNQ"]))
 
     [event] = pd.accepted()
     assert event["routing_key"] == KEY
@@ -115,19 +139,18 @@ def test_trigger_payload_follows_the_runbook(pd: FakePagerDuty, store: Store) ->
     assert details["kill_switch"] is True
     assert event["links"] == [{"href": "https://wiki/runbook", "text": "Runbook"},
                               {"href": "https://grafana/stress", "text": "Dashboard"}]
-    [row] = store.outbox_list()
+    [row] = outbox.store.deliveries_list()
     assert row.status == "delivered" and row.attempts == 1 and row.delivered_at
-    assert "routing_key" not in row.body
+    assert row.outcome == "ok" and row.last_error is None
 
 
 def test_one_incident_per_episode_resolved_by_the_first_pass(pd: FakePagerDuty,
-                                                             store: Store) -> None:
-    alerter = make_alerter(pd, store)
-    alerter.alert(result("r1", ["MES"]))
-    alerter.alert(result("r2", ["MES", "MNQ"]))
-    alerter.alert(result("r3"))  # passes: resolve
-    alerter.alert(result("r4"))  # passes again: nothing to send
-    alerter.alert(result("r5", ["M2K"]))  # a new episode
+                                                             outbox: Outbox) -> None:
+    outbox.alert(result("r1", ["MES"]))
+    outbox.alert(result("r2", ["MES", "MNQ"]))
+    outbox.alert(result("r3"))  # passes: resolve
+    outbox.alert(result("r4"))  # passes again: nothing to send
+    outbox.alert(result("r5", ["M2K"]))  # a new episode
 
     events = pd.accepted()
     assert [e["event_action"] for e in events] == ["trigger", "trigger", "resolve", "trigger"]
@@ -136,50 +159,40 @@ def test_one_incident_per_episode_resolved_by_the_first_pass(pd: FakePagerDuty,
     assert events[3]["dedup_key"] == "stress_runner/flash_crash_lite/r5"
     assert pd.opened == [first, "stress_runner/flash_crash_lite/r5"]
     assert pd.alerts == {first: "resolved", "stress_runner/flash_crash_lite/r5": "triggered"}
-    [closed, current] = store.episodes("pagerduty")
-    assert (closed.opened_run_id, closed.last_run_id, closed.closed_run_id) == ("r1", "r2", "r3")
-    assert current.closed_at is None and current.dedup_key.endswith("/r5")
+    # the episodes are the runtime's: every sink sees them in the report
+    assert [(r.episode, r.resolves) for r in map(outbox.store.report, ["r2", "r3", "r4"])] == [
+        ("r1", ()), (None, ("r1",)), (None, ())]
 
 
-def test_episodes_are_per_scenario(pd: FakePagerDuty, store: Store) -> None:
-    alerter = make_alerter(pd, store)
-    alerter.alert(result("a1", ["MES"], scenario="flash_crash_lite"))
-    alerter.alert(result("b1", ["MES"], scenario="rates_shock"))
-    alerter.alert(result("b2", scenario="rates_shock"))
+def test_episodes_are_per_scenario(pd: FakePagerDuty, outbox: Outbox) -> None:
+    outbox.alert(result("a1", ["MES"], scenario="flash_crash_lite"))
+    outbox.alert(result("b1", ["MES"], scenario="rates_shock"))
+    outbox.alert(result("b2", scenario="rates_shock"))
     keys = [(e["event_action"], e["dedup_key"]) for e in pd.accepted()]
     assert keys == [("trigger", "stress_runner/flash_crash_lite/a1"),
                     ("trigger", "stress_runner/rates_shock/b1"),
                     ("resolve", "stress_runner/rates_shock/b1")]
 
 
-def test_auto_resolve_off_closes_the_episode_silently(pd: FakePagerDuty, store: Store) -> None:
-    alerter = make_alerter(pd, store, pd_auto_resolve=False)
-    alerter.alert(result("r1", ["MES"]))
-    alerter.alert(result("r2"))
-    alerter.alert(result("r3", ["MES"]))
+def test_auto_resolve_off_closes_the_episode_silently(pd: FakePagerDuty, outbox: Outbox,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PD_AUTO_RESOLVE", "false")
+    outbox.alert(result("r1", ["MES"]))
+    outbox.alert(result("r2"))
+    outbox.alert(result("r3", ["MES"]))
     events = pd.accepted()
     assert [e["event_action"] for e in events] == ["trigger", "trigger"]
     assert [e["dedup_key"].rsplit("/", 1)[1] for e in events] == ["r1", "r3"]
-    assert len(store.outbox_list()) == 2
-    assert store.episodes("pagerduty")[0].closed_run_id == "r2"
-
-
-def failed(run_id: str, scenario: str = "flash_crash_lite") -> StressResult:
-    return StressResult(run_id=run_id, scenario=scenario, timestamp="2024-01-15T16:00:05Z",
-                        symbols_tested=0, portfolio=None, symbols={}, headroom=None,
-                        limits=None, error="plugin host (stress_book): raised "
-                        "ConnectionError('broker down')", failure="book_unavailable",
-                        book_source="")
+    assert [r.status for r in outbox.store.deliveries_list()] == ["delivered"] * 3
 
 
 def test_a_failed_run_is_its_own_incident_resolved_by_the_next_completed_run(
-        pd: FakePagerDuty, store: Store) -> None:
-    alerter = make_alerter(pd, store)
-    alerter.alert(result("r1", ["MES"]))  # breach incident opens
-    alerter.alert(failed("f1"))  # failure incident opens; the breach one stays open
-    alerter.alert(failed("f2"))  # the same failure incident
-    alerter.alert(result("r2", ["MES"]))  # completes: failure resolved, breach continues
-    alerter.alert(result("r3"))  # passes: breach resolved
+        pd: FakePagerDuty, outbox: Outbox) -> None:
+    outbox.alert(result("r1", ["MES"]))  # breach incident opens
+    outbox.alert(failed("f1"))  # failure incident opens; the breach one stays open
+    outbox.alert(failed("f2"))  # the same failure incident
+    outbox.alert(result("r2", ["MES"]))  # completes: failure resolved, breach continues
+    outbox.alert(result("r3"))  # passes: breach resolved
     events = pd.accepted()
     breach = "stress_runner/flash_crash_lite/r1"
     failure = "stress_runner/flash_crash_lite/failed/f1"
@@ -194,9 +207,9 @@ def test_a_failed_run_is_its_own_incident_resolved_by_the_next_completed_run(
     assert pd.alerts == {breach: "resolved", failure: "resolved"}
 
 
-def test_300_symbols_shorten_the_summary(pd: FakePagerDuty, store: Store) -> None:
+def test_300_symbols_shorten_the_summary(pd: FakePagerDuty, outbox: Outbox) -> None:
     symbols = [f"SYMBOL{i:03d}" for i in range(300)]
-    make_alerter(pd, store).alert(result("big", symbols))
+    outbox.alert(result("big", symbols))
     [event] = pd.accepted()
     summary = event["payload"]["summary"]
     assert len(summary) <= 1024
@@ -207,9 +220,9 @@ def test_300_symbols_shorten_the_summary(pd: FakePagerDuty, store: Store) -> Non
     assert len(event["payload"]["custom_details"]["symbols"]) == 300
 
 
-def test_huge_breach_list_is_trimmed_below_512_kb(pd: FakePagerDuty, store: Store) -> None:
+def test_huge_breach_list_is_trimmed_below_512_kb(pd: FakePagerDuty, outbox: Outbox) -> None:
     symbols = [f"S{i:05d}-{'x' * 40}" for i in range(8000)]
-    make_alerter(pd, store).alert(result("huge", symbols))
+    outbox.alert(result("huge", symbols))
     [request] = pd.requests
     assert request.status == 202
     assert len(request.raw) < 512 * 1024
@@ -219,156 +232,86 @@ def test_huge_breach_list_is_trimmed_below_512_kb(pd: FakePagerDuty, store: Stor
     assert details["breach_count"] == 8000
 
 
-# -- delivery ---------------------------------------------------------------------------------
+# -- delivery: the runtime retries, the sink says later or never --------------------------------
 
 
-def test_5xx_is_retried_with_the_same_body_until_accepted(pd: FakePagerDuty,
-                                                          store: Store) -> None:
-    pd.fail_next(500, 2)
-    make_alerter(pd, store).alert(result("r1", ["MES"]))
-    assert [r.status for r in pd.requests] == [500, 500, 202]
+def test_5xx_is_retried_with_the_same_body_until_accepted(pd: FakePagerDuty, outbox: Outbox,
+                                                          caplog: pytest.LogCaptureFixture):
+    pd.fail_next(503, 2)
+    outbox.alert(result("r1", ["MES"]))
+    assert [r.status for r in pd.requests] == [503, 503, 202]
     assert len({r.raw for r in pd.requests}) == 1  # same body, same dedup_key
-    [row] = store.outbox_list()
-    assert (row.status, row.attempts) == ("delivered", 3)
-    assert row.last_error == "HTTP 500: Scripted failure"
+    [row] = outbox.store.deliveries_list()
+    assert (row.status, row.attempts, row.last_error) == ("delivered", 3, None)
+    lines = [r.getMessage() for r in caplog.records if r.name == "stress_runner.alerts"]
+    assert any(f"delivery {row.id} to pagerduty (run r1, attempt 1) deferred: PagerDuty "
+               "trigger: HTTP 503: Scripted failure, next attempt in" in line
+               for line in lines), lines
+    assert "Traceback" not in caplog.text
 
 
-def test_429_waits_for_retry_after(pd: FakePagerDuty, store: Store) -> None:
+def test_429_waits_for_retry_after(pd: FakePagerDuty, outbox: Outbox) -> None:
     pd.fail_next(429, retry_after="0.3")
-    make_alerter(pd, store).alert(result("r1", ["MES"]))
+    outbox.alert(result("r1", ["MES"]))
     first, second = pd.requests
     assert (first.status, second.status) == (429, 202)
-    assert second.at - first.at >= 0.3  # the backoff alone would be about 0.01-0.02 s
+    assert second.at - first.at >= 0.3  # the backoff alone would be about 0.01 s
     assert first.raw == second.raw
 
 
-def test_retry_after_beyond_the_budget_leaves_the_event_pending(pd: FakePagerDuty,
-                                                                store: Store) -> None:
-    pd.fail_next(429, retry_after="120")
-    started = time.monotonic()
-    with pytest.raises(PagerDutyError, match="pending"):
-        make_alerter(pd, store).alert(result("r1", ["MES"]))
-    assert time.monotonic() - started < 2
-    assert len(pd.requests) == 1
-    assert store.outbox_list()[0].status == "pending"
-
-
-def test_400_is_not_retried_and_is_logged(pd: FakePagerDuty, store: Store,
-                                          caplog: pytest.LogCaptureFixture) -> None:
-    bad_key = KEY[:31]  # PagerDuty wants 32 characters
-    caplog.set_level(logging.INFO)
-    with pytest.raises(PagerDutyError, match="failed"):
-        make_alerter(pd, store, key=bad_key).alert(result("r1", ["MES"]))
+def test_400_is_rejected_kept_as_failed_and_not_retried(pd: FakePagerDuty, outbox: Outbox,
+                                                        monkeypatch: pytest.MonkeyPatch,
+                                                        caplog: pytest.LogCaptureFixture):
+    monkeypatch.setenv("PD_ROUTING_KEY", KEY[:31])  # PagerDuty wants 32 characters
+    outbox.alert(result("r1", ["MES"]))
     assert [r.status for r in pd.requests] == [400]
-    [row] = store.outbox_list()
+    [row] = outbox.store.deliveries_list()
     assert (row.status, row.attempts) == ("failed", 1)
-    assert "Event object is invalid" in row.last_error
-    assert "routing_key" in row.last_error  # PagerDuty's errors[] says what was wrong
-    logged = [r for r in caplog.records if r.name == "stress_runner.pagerduty"]
-    assert any(r.levelno == logging.ERROR and "Event object is invalid" in r.getMessage()
-               and "not 32 characters" in r.getMessage() for r in logged)
-    # a failed event is never sent again
-    assert make_alerter(pd, store).flush() == pagerduty.FlushResult(0, 0, 0)
+    assert "Event object is invalid" in row.last_error and "routing_key" in row.last_error
+    assert any(r.levelno == logging.ERROR and "rejected, not retried" in r.getMessage()
+               and "not 32 characters" in r.getMessage() for r in caplog.records)
+    assert outbox.deliver(force=True) == []  # a failed delivery is never sent again by itself
     assert len(pd.requests) == 1
+    monkeypatch.setenv("PD_ROUTING_KEY", KEY)  # fixed: retried by hand
+    assert outbox.worker.retry(row.id).status == "delivered"
+    assert len(pd.accepted()) == 1
 
 
-def test_outage_then_flush_delivers_each_event_once(pd: FakePagerDuty, store: Store) -> None:
-    alerter = make_alerter(pd, store)
+def test_outage_keeps_order_and_a_new_process_delivers_each_event_once(
+        pd: FakePagerDuty, outbox: Outbox) -> None:
     pd.stop()
-    with pytest.raises(PagerDutyError, match="pending"):
-        alerter.alert(result("r1", ["MES"]))
-    with pytest.raises(PagerDutyError):
-        alerter.alert(result("r2", ["MES"]))
-    with pytest.raises(PagerDutyError):
-        alerter.alert(result("r3"))
-    rows = store.outbox_pending()
-    assert [r.event_action for r in rows] == ["trigger", "trigger", "resolve"]
-    # each run retries the oldest event first and stops there, so order is kept
-    assert [r.attempts for r in rows] == [3 * alerter.attempts, 0, 0]
-    assert "ConnectError" in (rows[0].last_error or "")
+    for report in (result("r1", ["MES"]), result("r2", ["MES"]), result("r3")):
+        outbox.run(report)
+    left = outbox.deliver(0.3)
+    assert [(r.run_id, r.status) for r in left] == [("r1", "pending"), ("r2", "pending"),
+                                                     ("r3", "pending")]
+    # only the head of the scenario is tried, so no later event overtakes it
+    assert [r.attempts for r in left][1:] == [0, 0] and left[0].attempts >= 1
+    assert "ConnectError" in (left[0].last_error or "")
 
     pd.start()  # back on the same port
-    restarted = make_alerter(pd, store)  # a new process: the outbox is on disk
-    assert restarted.flush() == pagerduty.FlushResult(delivered=3, failed=0, pending=0)
-    assert restarted.flush() == pagerduty.FlushResult(0, 0, 0)
+    restarted = Outbox(outbox.store)  # a new process: the outbox is on disk
+    assert restarted.deliver(5, force=True) == []
     accepted = pd.accepted()
-    assert len(accepted) == 3 == len(pd.requests)
     assert [e["event_action"] for e in accepted] == ["trigger", "trigger", "resolve"]
     assert {e["dedup_key"] for e in accepted} == {"stress_runner/flash_crash_lite/r1"}
     assert pd.alerts == {"stress_runner/flash_crash_lite/r1": "resolved"}
-    assert all(r.status == "delivered" for r in store.outbox_list())
+    assert all(r.status == "delivered" for r in outbox.store.deliveries_list())
 
 
-def test_next_run_delivers_what_an_outage_left(pd: FakePagerDuty, store: Store) -> None:
-    alerter = make_alerter(pd, store)
-    pd.stop()
-    with pytest.raises(PagerDutyError):
-        alerter.alert(result("r1", ["MES"]))
-    pd.start()
-    alerter.alert(result("r2", ["MES"]))
-    assert [e["payload"]["custom_details"]["run_id"] for e in pd.accepted()] == ["r1", "r2"]
+def test_a_second_worker_does_not_send_a_claimed_delivery(pd: FakePagerDuty,
+                                                          outbox: Outbox) -> None:
+    pd.hang_s = 0.5
+    outbox.run(result("r1", ["MES"]))
+    other = Outbox(outbox.store)
+    first = outbox.worker.deliver(force=True, deadline=time.monotonic() + 0.1)
+    assert first.attempts == []  # still in flight
+    assert other.worker.deliver(force=True).attempts == []  # claimed by the first worker
+    time.sleep(0.7)
+    assert len(pd.requests) == 1 and outbox.store.deliveries_list()[0].status == "delivered"
 
 
 # -- the routing key stays secret -------------------------------------------------------------
-
-
-def test_routing_key_never_logged_stored_or_listed(
-    pd: FakePagerDuty, store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-    caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str],
-) -> None:
-    caplog.set_level(logging.DEBUG)
-    alerter = make_alerter(pd, store)
-    # a 400 whose text echoes the key, a 500, and a full outage
-    pd.fail_next(400, body={"status": "invalid event", "message": f"bad key {KEY}",
-                            "errors": [f"routing_key {KEY} unknown"]})
-    with pytest.raises(PagerDutyError) as rejected:
-        alerter.alert(result("r1", ["MES"]))
-    pd.fail_next(503, 1, body={"message": f"busy for {KEY}"})
-    alerter.alert(result("r2", ["MES"]))
-    pd.stop()
-    with pytest.raises(PagerDutyError) as pending:
-        alerter.alert(result("r3"))
-    pd.start()
-
-    monkeypatch.setenv("STRESS_DB", str(store.path))
-    monkeypatch.setenv("PD_ROUTING_KEY", KEY)
-    monkeypatch.setenv("PD_EVENTS_URL", pd.url)
-    for argv in (["list"], ["list", "--json"], ["list", "--status", "failed"], ["flush"],
-                 ["test"], ["list", "--json"]):
-        assert run_cli(argv) in (0, 1)
-    out = capsys.readouterr()
-
-    assert "<redacted>" in caplog.text
-    for record in caplog.records:  # extras too (stamina logs the exception it retries on)
-        assert KEY not in repr(record.__dict__)
-    for text in (caplog.text, out.out, out.err, str(rejected.value), str(pending.value)):
-        assert KEY not in text
-    assert "R0UT1NGK3Y" not in out.out + caplog.text
-    store.close()
-    for file in (store.path.parent).iterdir():  # the database, its WAL and shared memory
-        assert KEY.encode() not in file.read_bytes(), file
-    with sqlite3.connect(store.path) as conn:
-        assert KEY not in "\n".join(conn.iterdump())
-
-
-def test_no_routing_key_warns_on_every_breach(store: Store,
-                                               caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.INFO)
-    alerter = make_alerter(None, store, key=None)
-    assert not alerter.enabled
-    alerter.alert(result("r1", ["MES"]))
-    alerter.alert(result("r2"))
-    alerter.alert(result("r3", ["MNQ"]))
-    warnings = [r for r in caplog.records if r.name == "stress_runner.pagerduty"]
-    assert len(warnings) == 2
-    assert all(r.levelno == logging.WARNING and "PD_ROUTING_KEY" in r.getMessage()
-               for r in warnings)
-    assert store.outbox_list() == []
-    with pytest.raises(ConfigError, match="PD_ROUTING_KEY"):
-        alerter.flush()
-
-
-# -- test page, CLI and the plugin entry --------------------------------------------------------
 
 
 def run_cli(argv: list[str]) -> int:
@@ -378,85 +321,119 @@ def run_cli(argv: list[str]) -> int:
     return args.handler(args)
 
 
-def test_send_test_triggers_and_resolves(pd: FakePagerDuty, store: Store) -> None:
-    trigger, resolve = make_alerter(pd, store).send_test()
-    assert trigger.status == "delivered" and resolve is not None
-    assert resolve.status == "delivered"
+def test_routing_key_never_logged_stored_or_listed(
+    pd: FakePagerDuty, outbox: Outbox, monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str],
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    # a 400 whose text echoes the key, a 503 likewise, and a full outage
+    pd.fail_next(400, body={"status": "invalid event", "message": f"bad key {KEY}",
+                            "errors": [f"routing_key {KEY} unknown"]})
+    outbox.alert(result("r1", ["MES"]))
+    pd.fail_next(503, 1, body={"message": f"busy for {KEY}"})
+    outbox.alert(result("r2", ["MES"]))
+    pd.stop()
+    outbox.run(result("r3"))
+    outbox.deliver(0.2)
+    pd.start()
+
+    monkeypatch.setenv("STRESS_DB", str(outbox.store.path))
+    for argv in (["list"], ["list", "--json"], ["list", "--status", "failed"], ["flush"],
+                 ["test"], ["list", "--json"]):
+        assert run_cli(argv) in (0, 1)
+    out = capsys.readouterr()
+
+    assert "<redacted>" in caplog.text
+    for record in caplog.records:
+        assert KEY not in repr(record.__dict__)
+    for text in (caplog.text, out.out, out.err):
+        assert KEY not in text
+    assert "R0UT1NGK3Y" not in out.out + caplog.text
+    outbox.store.close()
+    for file in outbox.store.path.parent.iterdir():  # the database, its WAL and shared memory
+        assert KEY.encode() not in file.read_bytes(), file
+    with sqlite3.connect(outbox.store.path) as conn:
+        assert KEY not in "\n".join(conn.iterdump())
+
+
+def test_no_routing_key_answers_disabled_and_warns_on_breaches_and_failures(
+        store: Store, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO)
+    box = Outbox(store)
+    for report in (result("r1", ["MES"]), result("r2"), failed("f1"), result("r3", ["MNQ"])):
+        box.alert(report)
+    warnings = [r for r in caplog.records if r.name == "stress_runner.pagerduty"]
+    assert len(warnings) == 3
+    assert all(r.levelno == logging.WARNING and "PD_ROUTING_KEY" in r.getMessage()
+               for r in warnings)
+    assert {(r.status, r.outcome) for r in store.deliveries_list()} == {("delivered",
+                                                                          "disabled")}
+
+
+# -- test page and the CLI ----------------------------------------------------------------------
+
+
+def test_alerts_test_triggers_and_resolves_a_test_page(pd: FakePagerDuty, outbox: Outbox,
+                                                       monkeypatch: pytest.MonkeyPatch,
+                                                       capsys: pytest.CaptureFixture[str]):
+    monkeypatch.setenv("STRESS_DB", str(outbox.store.path))
+    assert run_cli(["test", "--sink", "pagerduty"]) == 0
+    assert "pagerduty: test accepted (ok)" in capsys.readouterr().out
     first, second = pd.accepted()
     assert first["payload"]["summary"].startswith("[TEST]")
     assert first["payload"]["severity"] == "info"
     assert (second["event_action"], second["dedup_key"]) == ("resolve", first["dedup_key"])
     assert first["dedup_key"].startswith("stress_runner/test/")
     assert pd.alerts == {first["dedup_key"]: "resolved"}
-
-
-def test_send_test_during_outage_leaves_nothing_behind(pd: FakePagerDuty, store: Store) -> None:
+    assert outbox.store.deliveries_list() == []  # a test is not kept in the outbox
     pd.stop()
-    trigger, resolve = make_alerter(pd, store).send_test()
-    assert (trigger.status, resolve) == ("pending", None)
-    assert store.outbox_list() == []
+    assert run_cli(["test"]) == 1
+    assert "pagerduty: test NOT accepted (deferred)" in capsys.readouterr().out
+    assert run_cli(["test", "--sink", "nope"]) == 2
 
 
-def test_cli_list_flush_and_test(pd: FakePagerDuty, store: Store, monkeypatch: pytest.MonkeyPatch,
-                                 capsys: pytest.CaptureFixture[str]) -> None:
-    monkeypatch.setenv("STRESS_DB", str(store.path))
-    monkeypatch.setenv("PD_ROUTING_KEY", KEY)
-    monkeypatch.setenv("PD_EVENTS_URL", pd.url)
+def test_cli_list_flush_and_retry(pd: FakePagerDuty, outbox: Outbox,
+                                  monkeypatch: pytest.MonkeyPatch,
+                                  capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("STRESS_DB", str(outbox.store.path))
     pd.stop()
-    with pytest.raises(PagerDutyError):
-        make_alerter(pd, store).alert(result("r1", ["MES"]))
+    outbox.run(result("20261201T150005Z-0123abcd", ["MES"]))
+    outbox.deliver(0.2)
     pd.start()
 
     assert run_cli(["list", "--status", "pending"]) == 0
     table = capsys.readouterr().out.splitlines()
-    assert table[0].split()[:3] == ["ID", "CREATED", "(UTC)"]
-    assert "pending" in table[1] and "trigger" in table[1] and "flash_crash_lite" in table[1]
+    assert table[0].split()[:6] == ["ID", "SINK", "RUN", "SCENARIO", "STATUS", "TRIES"]
+    assert "20261201T150005Z-0123abcd" in table[1]  # ids whole, never cut
+    assert "pending" in table[1] and "pagerduty" in table[1] and "ConnectError" in table[1]
 
     assert run_cli(["flush"]) == 0
     assert "delivered 1, failed 0, still pending 0" in capsys.readouterr().out
 
     assert run_cli(["list", "--json"]) == 0
     [row] = json.loads(capsys.readouterr().out)
-    assert row["status"] == "delivered" and row["body"]["event_action"] == "trigger"
+    assert row["status"] == "delivered" and row["last_error"] is None  # cleared once delivered
 
     assert run_cli(["list", "--status", "failed"]) == 0
-    assert capsys.readouterr().out.strip() == "no alert events with status failed"
-
-    assert run_cli(["test"]) == 0
-    assert "test resolve accepted" in capsys.readouterr().out
-
-
-def test_hook_builds_one_alerter_from_the_environment(pd: FakePagerDuty, tmp_path: Path,
-                                                      monkeypatch: pytest.MonkeyPatch) -> None:
-    pagerduty.reset_alerter()
-    monkeypatch.setenv("STRESS_DB", str(tmp_path / "hook.db"))
-    monkeypatch.setenv("PD_ROUTING_KEY", KEY)
-    monkeypatch.setenv("PD_EVENTS_URL", pd.url)
-    assert pagerduty._alerter is None
-    pagerduty.stress_alert(result("r1", ["MES"]))
-    alerter = pagerduty.get_alerter()
-    pagerduty.stress_alert(result("r2"))
-    assert pagerduty.get_alerter() is alerter
-    assert [e["event_action"] for e in pd.accepted()] == ["trigger", "resolve"]
-    assert (tmp_path / "hook.db").exists()
+    assert capsys.readouterr().out.strip() == "no deliveries with status failed"
+    assert run_cli(["retry", str(row["id"])]) == 2  # delivered: nothing to retry
 
 
 # -- store ------------------------------------------------------------------------------------
 
 
-def test_store_schema_is_versioned(tmp_path: Path) -> None:
+def test_store_schema_is_versioned_and_a_delivery_commits_with_its_run(tmp_path: Path) -> None:
     path = tmp_path / "a" / "b" / "stress.db"
     with Store(path) as store:
         assert store.schema_version == len(MIGRATIONS)
-        store.outbox_add("pagerduty", "trigger", {"event_action": "trigger"}, dedup_key="k")
-        with pytest.raises(ValueError, match="routing key"):
-            store.outbox_add("pagerduty", "trigger", {"routing_key": "x"})
+        store.save_run(result("r1", ["MES"]), trigger="cli", prices=[1.0], sinks=["pagerduty"])
         with pytest.raises(RuntimeError), store.transaction():
-            store.outbox_add("pagerduty", "trigger", {})
+            store.save_run(result("r2"), trigger="cli", prices=[1.0], sinks=["pagerduty"])
             raise RuntimeError("rolled back")
+        assert [r.run_id for r in store.deliveries_list()] == ["r1"]
     with Store(path) as store:  # reopening migrates nothing and keeps the rows
         assert store.schema_version == len(MIGRATIONS)
-        assert len(store.outbox_list()) == 1
+        assert len(store.deliveries_pending()) == 1
         assert store._query("PRAGMA journal_mode")[0][0] == "wal"
     with sqlite3.connect(path) as conn:
         conn.execute(f"PRAGMA user_version = {len(MIGRATIONS) + 1}")
@@ -464,27 +441,54 @@ def test_store_schema_is_versioned(tmp_path: Path) -> None:
         Store(path)
 
 
+def test_a_page_an_older_version_left_pending_is_still_delivered(tmp_path: Path) -> None:
+    """Version 0.1.0 kept PagerDuty's own outbox; migration 4 turns its pending page into a
+    pending delivery of its run, with the episode (and so the dedup_key) it had."""
+    path = tmp_path / "s.db"
+    with sqlite3.connect(path) as conn:
+        for script in MIGRATIONS[:2]:
+            conn.executescript(script)
+        conn.execute("PRAGMA user_version = 2")
+        data = result("old1", ["MES"]).to_dict(symbols=False)
+        for key in ("status", "error", "failure", "book_source", "halted", "limit_sources",
+                    "episode", "resolves"):
+            data.pop(key)
+        conn.execute("INSERT INTO runs VALUES (?, ?, ?, 'schedule', NULL, 1, 1, 0.46, 0.4, ?,"
+                     " '[\"MES\"]', ?, ?)", ("old1", "2024-01-15T15:00:05Z", "flash_crash_lite",
+                                             json.dumps(data), b"\x00" * 40, b"\x00" * 8))
+        conn.execute("INSERT INTO alert_outbox (created_at, sink, dedup_key, event_action, body,"
+                     " scenario, run_id) VALUES ('2024-01-15T15:00:06Z', 'pagerduty',"
+                     " 'stress_runner/flash_crash_lite/old1', 'trigger', '{}',"
+                     " 'flash_crash_lite', 'old1')")
+    with Store(path) as store:
+        [row] = store.deliveries_pending()
+        assert (row.run_id, row.sink) == ("old1", "pagerduty")
+        report = store.report("old1")
+        assert report.status == "breached" and report.episode == "old1"
+
+
 # -- the example third-party sink -------------------------------------------------------------
 
 
-def test_example_webhook_sink_posts_only_breaches(pd: FakePagerDuty,
-                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+def test_example_webhook_sink_posts_breaches_and_failures(pd: FakePagerDuty,
+                                                          monkeypatch: pytest.MonkeyPatch):
     path = ROOT / "examples" / "webhook_sink" / "stress_sink_webhook.py"
     spec = importlib.util.spec_from_file_location("stress_sink_webhook", path)
     assert spec and spec.loader
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
+    from stress_hookspecs import Delivery
 
-    module.stress_alert(result("r1", ["MES"]))  # no URL: nothing
+    delivery = Delivery(id=1, attempt=1, first_attempt_at="2024-01-15T15:00:06Z")
+    module.stress_alert(result("r1", ["MES"]), delivery)  # no URL: nothing
     monkeypatch.setenv("STRESS_WEBHOOK_URL", pd.url.replace("/v2/enqueue", "/hook"))
-    module.stress_alert(result("r2"))  # passed: nothing
-    pd.fail_next(200, body={"ok": True})
-    module.stress_alert(result("r3", ["MES", "MNQ"]))
+    module.stress_alert(result("r2"), delivery)  # passed: nothing
+    assert pd.requests == []
+    with pytest.raises(module.WebhookError, match="HTTP 404"):  # the runtime retries it
+        module.stress_alert(result("r3", ["MES"]), delivery)
     [request] = pd.requests
-    assert request.path == "/hook"
-    text = json.loads(request.raw)["text"]
-    assert "flash_crash_lite" in text and "MES, MNQ" in text and "r3" in text
-    pd.fail_next(500, body={"error": "down"})
-    with pytest.raises(RuntimeError, match="HTTP 500") as failed:
-        module.stress_alert(result("r4", ["MES"]))
-    assert "/hook" not in str(failed.value)  # the URL is a secret
+    assert "Stress test breach" in json.loads(request.raw)["text"]
+    assert "/hook" not in str(module.WebhookError("x"))  # the secret URL is never in errors
+    with pytest.raises(module.WebhookError):
+        module.stress_alert(failed("f1"), delivery)
+    assert "Stress run failed" in json.loads(pd.requests[-1].raw)["text"]

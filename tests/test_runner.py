@@ -57,6 +57,8 @@ def test_breach_publishes_kill_switch_before_any_alert(make_runner, host, caplog
     runner = make_runner(Recorder(calls))
     with caplog.at_level(logging.INFO, logger="stress_runner"):
         result = runner.run_once(book=BREACHING)
+        assert [kind for kind, _ in calls][:1] == ["bus"]  # before the run returned
+        assert runner.deliveries.drain(5) == []
     assert result.kill_switch and result.breach_count == 2  # MES and PORTFOLIO
     assert result.breached_symbols == ["MES", "PORTFOLIO"]
     assert Breach("MES", "max_drawdown_pct", pytest.approx(0.0541125), 0.05) in result.breaches
@@ -74,6 +76,7 @@ def test_passing_run_still_reports_to_sinks_without_kill_switch(make_runner, hos
     calls: list = []
     runner = make_runner(Recorder(calls))
     runner.run_once(book=WORKED)
+    assert runner.deliveries.drain(5) == []
     assert [kind for kind, _ in calls] == ["alert"]
     assert calls[0][1].breach_count == 0 and calls[0][1].status == "passed"
     assert runner.halt() is None and host.trading_state == "ACTIVE"
@@ -94,6 +97,8 @@ def test_a_raising_plugin_stops_neither_the_kill_switch_nor_other_sinks(make_run
     calls: list = []
     runner = make_runner(Raising(), Recorder(calls))
     result = runner.run_once(book=BREACHING)
+    [left] = runner.deliveries.drain(0.5)  # the raising sink's delivery waits for its retry
+    assert left.sink == "extra0" and left.last_error == "RuntimeError: sink down"
     assert result.kill_switch
     assert [kind for kind, _ in calls] == ["bus", "alert"]
     assert runner.halt() is not None
@@ -111,14 +116,17 @@ def test_a_hung_sink_is_abandoned_after_its_timeout(make_runner):
 
     calls: list = []
     runner = make_runner(Hung(), Recorder(calls))
-    runner.plugins.alert_timeout_s = 0.2
+    runner.deliveries.timeout_s = 0.2
     started = time.monotonic()
-    runner.run_once(book=BREACHING)
+    result = runner.run_once(book=BREACHING)
+    assert time.monotonic() - started < 0.5 and result.halted  # nothing waits for a sink
+    [left] = runner.deliveries.drain(1.0)
     elapsed = time.monotonic() - started
     release.set()
-    assert [kind for kind, _ in calls] == ["bus", "alert"]
+    assert [kind for kind, _ in calls] == ["bus", "alert"]  # the other sink was not held up
+    assert left.sink == "extra0" and left.last_error.startswith("timed out after 0.2 s")
     assert runner.plugins.errors["extra0"] == 1
-    assert elapsed < 5  # bounded by the timeout, not by the hung sink
+    assert elapsed < 3  # bounded by the timeout, not by the hung sink
 
 
 def test_bus_failure_everywhere_is_loud(make_runner, caplog):

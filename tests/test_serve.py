@@ -132,8 +132,6 @@ def test_schedule_command_prints_iso_utc_times(count, tmp_path: Path):
 
 
 def test_pending_pages_are_retried_in_the_background(make_plugins, monkeypatch, tmp_path):
-    import stamina
-
     from pagerduty_server import FakePagerDuty
     from stress_plugin.plugins import pagerduty
 
@@ -143,21 +141,30 @@ def test_pending_pages_are_retried_in_the_background(make_plugins, monkeypatch, 
     pd.stop()  # PagerDuty is down when the breach happens
     monkeypatch.setenv("PD_ROUTING_KEY", "K" * 32)
     monkeypatch.setenv("PD_EVENTS_URL", pd.url)
-    stamina.set_testing(True, attempts=1)
+    monkeypatch.setenv("STRESS_ALERT_RETRY_BASE_S", "0.05")
+    monkeypatch.setenv("STRESS_ALERT_RETRY_MAX_S", "0.2")
+    settings = load_settings()
+    service = StressService(settings, book_path=breaching, store=Store(settings.db_path),
+                            plugins=make_plugins(pagerduty=pagerduty))
     try:
-        settings = load_settings()
-        service = StressService(settings, book_path=breaching, store=Store(settings.db_path),
-                                plugins=make_plugins(pagerduty=pagerduty))
-        service.run(trigger="manual")
-        assert len(service.store.outbox_pending()) == 1
+        result = service.run(trigger="manual")
+        deadline = time.monotonic() + 10
+        while service.store.deliveries_pending()[0].attempts < 2:  # the worker keeps trying
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        assert "ConnectError" in service.store.deliveries_pending()[0].last_error
         pd.start()  # back on the same port
-        service.flush_outbox()  # what the background loop calls every minute
-        assert service.store.outbox_pending() == []
-        assert [e["event_action"] for e in pd.accepted()] == ["trigger"]
-        assert "stress_alert_outbox_pending 0.0" in service.metrics.render().decode()
+        while service.store.deliveries_pending():
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        assert [(e["event_action"], e["dedup_key"]) for e in pd.accepted()] == [
+            ("trigger", f"stress_runner/flash_crash_lite/{result.run_id}")]
+        [done] = service.store.deliveries_list()
+        assert done.status == "delivered" and done.last_error is None and done.attempts >= 2
+        assert 'stress_alert_outbox_pending{sink="pagerduty"} 0.0' in \
+            service.metrics.render().decode()
     finally:
-        stamina.set_testing(False)
-        pagerduty.reset_alerter()
+        service.stop()
         pd.stop()
 
 

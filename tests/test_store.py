@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
 
@@ -42,8 +43,10 @@ def test_a_hand_built_result_round_trips_in_to_dict_order(tmp_path):
         headroom=0.5, limits=Limits(), breaches=(Breach("B", "max_position_delta", 0.2, 0.1),),
         kill_switch=True)
     store = Store(tmp_path / "s.db")
-    store.save_run(result, trigger="cli", prices=[101.0, 202.0])
+    saved = store.save_run(result, trigger="cli", prices=[101.0, 202.0])
+    assert saved == replace(result, episode="r1")  # the first breach opens an episode
     (stored,) = store.runs_since("2000-01-01T00:00:00Z")
-    assert list(stored) == [*result.to_dict(), "trigger", "scheduled_for"]
-    assert stored == {**result.to_dict(), "trigger": "cli", "scheduled_for": None}
+    assert list(stored) == [*saved.to_dict(), "trigger", "scheduled_for"]
+    assert stored == {**saved.to_dict(), "trigger": "cli", "scheduled_for": None}
+    assert store.report("r1") == saved
     assert store.prices_since("2000-01-01T00:00:00Z") == [("A", 101.0), ("B", 202.0)]

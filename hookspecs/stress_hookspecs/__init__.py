@@ -24,6 +24,9 @@ import pluggy
 from stress_hookspecs.types import (
     Book,
     Breach,
+    Delivery,
+    DeliveryDeferred,
+    DeliveryRejected,
     Limits,
     Metrics,
     Position,
@@ -43,6 +46,9 @@ __all__ = [
     "PROJECT_NAME",
     "Book",
     "Breach",
+    "Delivery",
+    "DeliveryDeferred",
+    "DeliveryRejected",
     "Limits",
     "Metrics",
     "Position",
@@ -121,14 +127,21 @@ def stress_bus_publish(event: RiskEvent) -> None:
 
 
 @hookspec
-def stress_alert(report: StressResult) -> str | None:
+def stress_alert(report: StressResult, delivery: Delivery) -> str | None:
     """Deliver a run's report to people (PagerDuty, chat, mail).
 
-    Called after every run, once any KILL_SWITCH has been published. ``report`` is the run's
-    result: ``report.status`` is ``breached`` (announce it), ``failed`` (the check could not
-    run: ``report.error`` says why; announce that too) or ``passed`` (a sink that keeps
-    incidents may resolve the one it opened for that scenario; most sinks simply return).
-    Every implementation is called, each in its own worker with a timeout; raise to report a
-    failed delivery. Keep anything slow behind a queue.
-    Return None, or one word for the ``stress_alerts_total`` outcome label (e.g. ``disabled``).
+    Called for every run, never on the run's path: the runtime writes one pending delivery per
+    sink in the same transaction as the run, and a delivery worker calls each sink on its own,
+    in order per scenario, after any KILL_SWITCH has gone out. ``report.status`` is
+    ``breached`` (announce it), ``failed`` (the check could not run: ``report.error`` says why;
+    announce that too) or ``passed`` (a sink that keeps incidents may resolve the ones in
+    ``report.resolves``; most sinks simply return). ``delivery`` has the id (the same on every
+    retry: de-duplicate by it), the attempt number and the first attempt's time.
+
+    Retries belong to the runtime: raise ``DeliveryDeferred`` to be tried again later
+    (optionally with ``retry_after`` seconds), ``DeliveryRejected`` when the report can never
+    be delivered; any other exception is retried too, with capped exponential backoff. A call
+    that takes longer than the sink timeout is abandoned and retried. Delivery is at least
+    once. Return None, or one word for the ``stress_alerts_total`` outcome label (e.g.
+    ``disabled``).
     """

@@ -204,6 +204,14 @@ class StressResult:
     ``default``."""
     halted: bool = False
     """Whether trading is halted (the runtime's latch) once this run is done."""
+    episode: str | None = None
+    """The incident this run belongs to, kept by the runtime per scenario: for a breached run
+    the run id that opened the current run of breaches, for a failed run ``failed/`` and the
+    run id that opened the current run of failures; None for a passed run. A sink that keeps
+    incidents can key them by it (PagerDuty's dedup_key)."""
+    resolves: tuple[str, ...] = ()
+    """Episodes this run ends: a run that completes ends a failure episode, a passed run also
+    ends a breach episode."""
 
     @property
     def status(self) -> RunStatus:
@@ -242,6 +250,8 @@ class StressResult:
             "limits": self.limits.to_dict() if self.limits is not None else None,
             "limit_sources": dict(self.limit_sources),
             "portfolio": self.portfolio.to_dict() if self.portfolio is not None else None,
+            "episode": self.episode,
+            "resolves": list(self.resolves),
         }
         if symbols:
             data["symbols"] = (
@@ -249,6 +259,64 @@ class StressResult:
                 else {name: m.to_dict() for name, m in self.symbols.items()})
         data["skipped_symbols"] = list(self.skipped_symbols)
         return data
+
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any],
+                  symbols: Mapping[str, Metrics] | None = None) -> StressResult:
+        """The result back from its ``to_dict()`` JSON (``symbols`` given separately when the
+        JSON was made without them); derived keys (status, breach_count, ...) are checked by
+        being derived again."""
+        def metrics(m: Mapping[str, Any] | None) -> Metrics | None:
+            return None if m is None else Metrics(**m)
+
+        limits = data.get("limits")
+        if symbols is None:
+            symbols = {name: Metrics(**m) for name, m in data.get("symbols", {}).items()}
+        return cls(
+            run_id=data["run_id"], scenario=data["scenario"], timestamp=data["timestamp"],
+            symbols_tested=data["symbols_tested"], portfolio=metrics(data["portfolio"]),
+            symbols=symbols, headroom=data["headroom"],
+            limits=None if limits is None else Limits(**limits),
+            runtime_ms=data.get("runtime_ms", 0.0),
+            breaches=tuple(Breach(**b) for b in data.get("breaches", ())),
+            kill_switch=data.get("kill_switch", False),
+            skipped_symbols=tuple(data.get("skipped_symbols", ())),
+            error=data.get("error"), failure=data.get("failure"),
+            book_source=data.get("book_source", ""),
+            limit_sources=dict(data.get("limit_sources") or {}),
+            halted=data.get("halted", False), episode=data.get("episode"),
+            resolves=tuple(data.get("resolves", ())),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """One delivery of one report to one alert sink; the same ``id`` on every retry, so a sink
+    can de-duplicate. Delivery is at least once."""
+
+    id: int
+    attempt: int
+    """1 on the first try, 2 on the first retry, ..."""
+    first_attempt_at: str
+    """ISO 8601 UTC of the first try."""
+    test: bool = False
+    """True for ``stress-runner alerts test``: announce it as a test, page nobody for real."""
+
+
+class DeliveryDeferred(Exception):
+    """Raised by ``stress_alert``: not delivered now, try again later (an outage, HTTP 429 or
+    5xx). ``retry_after`` (seconds) overrides the runtime's backoff for the next attempt."""
+
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class DeliveryRejected(Exception):
+    """Raised by ``stress_alert``: this report can never be delivered (the receiver refused it
+    as invalid). Kept as ``failed`` and never retried; ``stress-runner alerts retry ID``
+    queues it again by hand."""
 
 
 @dataclass(frozen=True, slots=True)

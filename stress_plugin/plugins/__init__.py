@@ -14,7 +14,6 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Iterable
-from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from importlib.metadata import Distribution
 from typing import Any, Protocol
@@ -35,8 +34,6 @@ HOOK_NAMES = (
     "stress_bus_publish",
     "stress_alert",
 )
-ALERT_TIMEOUT_S = 30.0
-"""How long one alert sink may take before the run stops waiting for it."""
 
 
 class PluginObserver(Protocol):
@@ -60,7 +57,7 @@ class PluginInfo:
 
 
 @dataclass(frozen=True, slots=True)
-class Delivery:
+class CallOutcome:
     """The outcome of one plugin's call: ``error`` is None when it succeeded."""
 
     plugin: str
@@ -116,14 +113,12 @@ class Plugins:
     """Typed access to the hooks; isolation, timing, counting and tracing live here only."""
 
     def __init__(self, pm: pluggy.PluginManager, *, trace: bool = False,
-                 alert_timeout_s: float = ALERT_TIMEOUT_S,
                  distributions: dict[str, Distribution] | None = None,
                  observer: PluginObserver | None = None) -> None:
         self.pm = pm
         self.observer = observer
         self.distributions = distributions or {}
         self.trace = trace
-        self.alert_timeout_s = alert_timeout_s
         self.errors: Counter[str] = Counter()
         """Failed calls per plugin name, since this facade was made."""
 
@@ -201,35 +196,16 @@ class Plugins:
             breaches.update(dict.fromkeys(answer))
         return list(breaches)
 
-    def bus_publish(self, event: RiskEvent) -> list[Delivery]:
+    def bus_publish(self, event: RiskEvent) -> list[CallOutcome]:
         return self._deliver_each("stress_bus_publish", {"event": event})
 
-    def alert(self, report: StressResult) -> list[Delivery]:
-        """Every sink at once, each in a worker; a hung sink is abandoned after the timeout."""
-        impls = self._impls("stress_alert")
-        if not impls:
-            return []
-        kwargs = {"report": report}
-        pool = ThreadPoolExecutor(max_workers=len(impls), thread_name_prefix="stress-alert")
-        started = time.perf_counter()
-        futures = {pool.submit(self._call, impl, "stress_alert", kwargs): impl for impl in impls}
-        wait(futures, timeout=self.alert_timeout_s)
-        pool.shutdown(wait=False, cancel_futures=True)
-        deliveries = []
-        for future, impl in futures.items():
-            if future.done():
-                ok, answer, ms = future.result()
-                error, outcome = (None, "ok") if ok else ("failed", "error")
-                if ok and isinstance(answer, str) and answer:
-                    outcome = answer  # the sink's own word, e.g. "disabled"
-            else:
-                ms = (time.perf_counter() - started) * 1000
-                error, outcome = f"timed out after {self.alert_timeout_s:g} s", "timeout"
-                self._fail(impl.plugin_name, "stress_alert", error)
-            deliveries.append(Delivery(impl.plugin_name, error, ms))
-            if self.observer is not None:
-                self.observer.alert_outcome(impl.plugin_name, outcome)
-        return deliveries
+    def sinks(self) -> list[str]:
+        """The loaded alert sinks: the plugins implementing ``stress_alert``, in call order."""
+        return [impl.plugin_name for impl in self._impls("stress_alert")]
+
+    def alert_impl(self, sink: str) -> pluggy.HookImpl | None:
+        """The ``stress_alert`` implementation of one sink; the delivery worker calls it."""
+        return next((i for i in self._impls("stress_alert") if i.plugin_name == sink), None)
 
     # -- listing --------------------------------------------------------------------------------
 
@@ -311,12 +287,12 @@ class Plugins:
                      ", ".join(kwargs), _short(answer), (time.perf_counter() - started) * 1000)
         return answer
 
-    def _deliver_each(self, hook: str, kwargs: dict[str, Any]) -> list[Delivery]:
-        deliveries = []
+    def _deliver_each(self, hook: str, kwargs: dict[str, Any]) -> list[CallOutcome]:
+        outcomes = []
         for impl in self._impls(hook):
             ok, _, ms = self._call(impl, hook, kwargs)
-            deliveries.append(Delivery(impl.plugin_name, None if ok else "failed", ms))
-        return deliveries
+            outcomes.append(CallOutcome(impl.plugin_name, None if ok else "failed", ms))
+        return outcomes
 
     def _fail(self, plugin: str, hook: str, problem: str,
               exc_info: BaseException | None = None) -> None:
