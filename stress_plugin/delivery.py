@@ -153,6 +153,9 @@ class Deliverer:
         (whatever their schedule), then each one when it comes due or a run wakes the worker."""
         if self._worker is not None and self._worker.is_alive():
             return
+        freed = self.store.release_dead_claims()
+        if freed:
+            log.warning("took over %d delivery claim(s) of a process that is gone", freed)
         self._stop.clear()
         self._worker = threading.Thread(target=self._work, name="stress-deliveries",
                                         daemon=True)

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import socket
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator, Sequence
@@ -106,6 +108,7 @@ _DELIVERIES = """
         last_attempt_at TEXT,
         next_attempt_at TEXT NOT NULL,
         claimed_until TEXT,
+        claimed_by TEXT,
         delivered_at TEXT,
         outcome TEXT,
         last_error TEXT,
@@ -292,6 +295,8 @@ class DeliveryRow:
     last_attempt_at: str | None
     next_attempt_at: str
     claimed_until: str | None
+    claimed_by: str | None
+    """``host:pid`` of the worker holding the claim."""
     delivered_at: str | None
     outcome: str | None
     last_error: str | None
@@ -421,31 +426,45 @@ class Store:
         now = utc_now()
         with self.transaction() as conn:
             cursor = conn.execute(
-                "UPDATE deliveries SET claimed_until = ?, attempts = attempts + 1,"
-                " first_attempt_at = COALESCE(first_attempt_at, ?), last_attempt_at = ?"
-                " WHERE id = ? AND status = 'pending'"
+                "UPDATE deliveries SET claimed_until = ?, claimed_by = ?,"
+                " attempts = attempts + 1, first_attempt_at = COALESCE(first_attempt_at, ?),"
+                " last_attempt_at = ? WHERE id = ? AND status = 'pending'"
                 " AND (claimed_until IS NULL OR claimed_until < ?)",
-                (utc_in(lease_s), now, now, delivery_id, now))
+                (utc_in(lease_s), WORKER, now, now, delivery_id, now))
             return self.delivery_get(delivery_id) if cursor.rowcount else None
+
+    def release_dead_claims(self) -> int:
+        """Free the claims of processes on this host that are gone (a kill -9 mid-attempt),
+        so a restart need not wait for their lease; the number freed."""
+        host = WORKER.rsplit(":", 1)[0]
+        rows = self._query("SELECT id, claimed_by FROM deliveries WHERE status = 'pending'"
+                           " AND claimed_until IS NOT NULL AND claimed_by LIKE ?", (host + ":%",))
+        dead = [r["id"] for r in rows if not _alive(int(r["claimed_by"].rsplit(":", 1)[1]))]
+        with self.transaction() as conn:
+            conn.executemany("UPDATE deliveries SET claimed_until = NULL, claimed_by = NULL"
+                             " WHERE id = ?", [(i,) for i in dead])
+        return len(dead)
 
     def delivery_done(self, delivery_id: int, outcome: str) -> None:
         with self.transaction() as conn:
             conn.execute("UPDATE deliveries SET status = 'delivered', delivered_at = ?,"
-                         " outcome = ?, last_error = NULL, claimed_until = NULL WHERE id = ?",
+                         " outcome = ?, last_error = NULL, claimed_until = NULL, claimed_by = NULL"
+                         " WHERE id = ?",
                          (utc_now(), outcome, delivery_id))
 
     def delivery_later(self, delivery_id: int, error: str, delay_s: float) -> None:
         """A failed attempt to retry after ``delay_s``; ``error`` must hold no secret."""
         with self.transaction() as conn:
             conn.execute("UPDATE deliveries SET last_error = ?, next_attempt_at = ?,"
-                         " claimed_until = NULL WHERE id = ?",
+                         " claimed_until = NULL, claimed_by = NULL WHERE id = ?",
                          (error, utc_in(delay_s), delivery_id))
 
     def delivery_failed(self, delivery_id: int, error: str) -> None:
         """Rejected by the sink: never sent again unless queued again by hand."""
         with self.transaction() as conn:
             conn.execute("UPDATE deliveries SET status = 'failed', last_error = ?,"
-                         " claimed_until = NULL WHERE id = ?", (error, delivery_id))
+                         " claimed_until = NULL, claimed_by = NULL WHERE id = ?",
+                         (error, delivery_id))
 
     def delivery_requeue(self, delivery_id: int) -> DeliveryRow | None:
         """A failed (or waiting) delivery due again now; None if there is no such delivery."""
@@ -681,6 +700,22 @@ def next_episodes(result: StressResult, breach: str | None, failure: str | None
         breach = breach or result.run_id
         return replace(result, episode=breach, resolves=resolves), breach, None
     return replace(result, episode=None, resolves=resolves), None, None
+
+
+WORKER = f"{socket.gethostname()}:{os.getpid()}"
+"""Who holds a delivery claim: this host and process."""
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+    return True
 
 
 def utc_in(seconds: float) -> str:

@@ -298,7 +298,8 @@ def test_paging_off_is_counted_as_disabled_not_ok(make_service, book_file):
     assert 'stress_runs_total{scenario="flash_crash_lite",trigger="schedule"} 0.0' in text
     assert 'stress_alerts_total{outcome="error",sink="extra0"} 0.0' in text
     run = api("POST", "/api/v1/stress/run").json()
-    assert [(d["sink"], d["status"]) for d in run["deliveries"]] == [("extra0", "pending")]
+    [delivery] = run["deliveries"]  # pending when the run returned (or just sent by the worker)
+    assert delivery["sink"] == "extra0" and delivery["status"] in ("pending", "delivered")
     assert api.app.state.service.runner.deliveries.drain(5.0) == []
     text = api("GET", "/metrics").text
     assert 'stress_alerts_total{outcome="disabled",sink="extra0"} 1.0' in text
