@@ -130,24 +130,8 @@ class PagerDutyAlerter:
             "headroom": _finite(report.headroom if report.headroom is not None else math.nan),
             "kill_switch": report.kill_switch,
         }
-        payload: dict[str, Any] = {
-            "summary": breach_summary(report.scenario, symbols),
-            "severity": "critical",
-            "source": SOURCE,
-            "component": SOURCE,
-            "group": report.scenario,
-            "class": "stress_breach",
-            "custom_details": details,
-        }
-        if _is_iso_timestamp(report.timestamp):
-            payload["timestamp"] = report.timestamp
-        event: dict[str, Any] = {
-            "event_action": "trigger",
-            "dedup_key": dedup_key,
-            "payload": payload,
-        }
-        if self.links:
-            event["links"] = self.links
+        event = self._trigger(report, dedup_key, breach_summary(report.scenario, symbols),
+                              "critical", "stress_breach", details)
         _fit(event)
         return event
 
@@ -165,13 +149,18 @@ class PagerDutyAlerter:
             "book_source": report.book_source,
             "kill_switch": report.kill_switch,
         }
+        return self._trigger(report, dedup_key, summary, "error", "stress_run_failed", details)
+
+    def _trigger(self, report: StressResult, dedup_key: str, summary: str, severity: str,
+                 event_class: str, details: dict[str, Any]) -> dict[str, Any]:
+        """The trigger envelope every page of this sink shares."""
         payload: dict[str, Any] = {
             "summary": summary,
-            "severity": "error",
+            "severity": severity,
             "source": SOURCE,
             "component": SOURCE,
             "group": report.scenario,
-            "class": "stress_run_failed",
+            "class": event_class,
             "custom_details": details,
         }
         if _is_iso_timestamp(report.timestamp):
