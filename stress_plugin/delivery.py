@@ -131,6 +131,15 @@ class Deliverer:
             if time.monotonic() >= deadline:
                 return self.store.deliveries_pending(sink)
 
+    def join(self, timeout_s: float) -> None:
+        """Wait up to ``timeout_s`` for the lanes and sink calls still running (a clean stop,
+        or a test that must know no attempt is in flight)."""
+        deadline = time.monotonic() + timeout_s
+        with self._busy_lock:
+            threads = list(self._busy.values())
+        for thread in threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+
     def retry(self, delivery_id: int) -> Attempt | None:
         """Queue a failed or waiting delivery again and try it now; None if unknown."""
         row = self.store.delivery_requeue(delivery_id)
