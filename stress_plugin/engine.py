@@ -5,7 +5,7 @@ quadratic in g:  pnl(g) = (a - e) g + b g^2 - c0,  with a the delta term, b the 
 c0 the half spread and e its widening. The portfolio is the same quadratic with summed
 coefficients. Its minimum over the grid lies at an end of the g range or next to the vertex,
 so the worst P&L costs O(symbols) after one sort of the grid; the headroom is solved at the
-shock point alone (``first_breach_scale``), also O(symbols).
+trough alone (``first_breach_scale``), also O(symbols).
 """
 
 from __future__ import annotations
@@ -19,16 +19,32 @@ from stress_hookspecs import Limits
 HEADROOM_CAP = 100.0
 
 
-def recovery_profile(recovery_type: str, steps: int) -> np.ndarray:
-    """g on the grid t = 0, dt, ..., T (``steps + 1`` points): 1 at the shock, towards 0."""
-    fraction = np.arange(steps + 1, dtype=np.float64) / steps  # t / T
+def recovery_profile(recovery_type: str, steps: int, ramp_steps: int = 0,
+                     hold_steps: int = 0) -> np.ndarray:
+    """g on the grid t = 0, dt, ..., T (``steps + 1`` points), model.md's shapes.
+
+    A fall to the trough over ``ramp_steps`` (g = t / ramp), ``hold_steps`` at the trough
+    (g = 1), then the recovery over the rest, R: with u = (t - ramp - hold) / R, linear 1 - u,
+    exponential exp(-3 u), none 1. Without ramp and hold this is the original profile,
+    computed the same way, so old scenarios give the same paths bit for bit.
+    """
+    if not (ramp_steps >= 0 and hold_steps >= 0 and ramp_steps + hold_steps <= steps):
+        raise ValueError(f"ramp {ramp_steps} + hold {hold_steps} steps exceed {steps} steps")
+    rest = steps - ramp_steps - hold_steps
+    # u on the recovery's grid; a window that ends at the trough has only u = 0
+    fraction = np.arange(rest + 1, dtype=np.float64) / rest if rest else np.zeros(1)
     if recovery_type == "linear":
-        return 1.0 - fraction
-    if recovery_type == "exponential":
-        return np.exp(-3.0 * fraction)
-    if recovery_type == "none":
-        return np.ones_like(fraction)
-    raise ValueError(f"unknown recovery_type {recovery_type!r}")
+        recovery = 1.0 - fraction
+    elif recovery_type == "exponential":
+        recovery = np.exp(-3.0 * fraction)
+    elif recovery_type == "none":
+        recovery = np.ones_like(fraction)
+    else:
+        raise ValueError(f"unknown recovery_type {recovery_type!r}")
+    if not ramp_steps and not hold_steps:
+        return recovery
+    ramp = np.arange(ramp_steps, dtype=np.float64) / ramp_steps if ramp_steps else np.empty(0)
+    return np.concatenate([ramp, np.ones(hold_steps), recovery])
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,8 +84,9 @@ def coefficients(
     delta: np.ndarray,
     gamma: np.ndarray,
     shocks: np.ndarray,
-    spread_mult: float,
+    spread_mult: float | np.ndarray,
 ) -> Coefficients:
+    """model.md's a, b, c0, e per symbol; ``spread_mult`` is k, or k_i per symbol."""
     move = price * shocks  # dP at g = 1
     size = quantity * multiplier
     c0 = 0.5 * spread * np.abs(size)
@@ -98,10 +115,11 @@ def worst_pnl(coef: Coefficients, grid: np.ndarray) -> np.ndarray:
 def first_breach_scale(coef: Coefficients, grid: np.ndarray, max_loss: np.ndarray) -> np.ndarray:
     """Smallest lam >= 0 at which some grid point loses more than ``max_loss``; inf if none.
 
-    Only the shock point g_max = max(grid) needs solving: a point g at scale lam moves prices
-    exactly as far as the shock point does at scale lam g / g_max <= lam, where the spread
-    costs at least as much (e >= 0 as spread_mult >= 1, and g >= 0), so no point breaches
-    before the shock point. There the condition is a quadratic in lam, G lam^2 + A lam + K < 0
+    Only the trough g_max = max(grid) needs solving (1 for every profile, whether the window
+    starts at the trough or ramps down to it from g = 0): a point g at scale lam moves prices
+    exactly as far as the trough does at scale lam g / g_max <= lam, where the spread costs at
+    least as much (every e_i >= 0 as every k_i >= 1, and g >= 0), so no point breaches before
+    the trough. There the condition is a quadratic in lam, G lam^2 + A lam + K < 0
     with A = a g, G = b g^2, K = max_loss - c0 - e g, solved in closed form (the
     cancellation-free root): O(rows), not O(rows x grid). A NaN ``max_loss`` never breaches.
     """

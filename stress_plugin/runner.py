@@ -67,7 +67,7 @@ class StressRunner:
         self.deliveries = Deliverer(self.plugins, self.store, self.settings)
         self.deliver_in_background = deliver_in_background
         self._scenarios: dict[str, StressScenario] | None = None
-        self._profiles: dict[tuple[str, int], np.ndarray] = {}
+        self._profiles: dict[tuple[str, int, int, int], np.ndarray] = {}
 
     # -- scenarios ----------------------------------------------------------------------------
 
@@ -206,12 +206,10 @@ class StressRunner:
     def _stress(self, stub: StressResult, arrays: BookArrays, chosen: StressScenario,
                 limits: Limits) -> StressResult:
         """The engine's metrics as a result (no breaches yet); any non-finite one fails the run."""
-        shocks = np.full(len(arrays), chosen.price_shock_pct)
-        for symbol, shock in chosen.symbol_shocks.items():
-            shocks[arrays.symbols == symbol] = shock
+        shocks = chosen.shocks_for(arrays.symbols)
         coef = engine.coefficients(arrays.quantity, arrays.price, arrays.spread,
                                    arrays.multiplier, arrays.delta, arrays.gamma, shocks,
-                                   chosen.spread_mult)
+                                   chosen.spread_mults_for(arrays.symbols))
         gamma_move = np.abs(arrays.gamma * arrays.price * shocks)
         out = engine.stress(coef, gamma_move, arrays.var, arrays.equity, arrays.book_var,
                             self._profile(chosen), limits)
@@ -288,7 +286,7 @@ class StressRunner:
         return arrays.take(np.sort(order[:cap])), skipped
 
     def _profile(self, scenario: StressScenario) -> np.ndarray:
-        key = (scenario.recovery_type, scenario.steps)
+        key = scenario.profile_key
         if key not in self._profiles:
             self._profiles[key] = engine.recovery_profile(*key)
         return self._profiles[key]

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import datetime as dt
+import fnmatch
 import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import yaml
 
 from stress_hookspecs import Limits
@@ -23,14 +26,21 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 _FIELDS = {
     "scenario_name",
     "description",
+    "event_date",
+    "source",
     "price_shock_pct",
     "spread_mult",
+    "spread_mults",
     "duration_sec",
     "step_sec",
+    "ramp_sec",
+    "hold_sec",
     "recovery_type",
     "symbol_shocks",
     *LIMIT_FIELDS,
 }
+_PATTERN_CHARS = frozenset("*?[")
+_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 
 
 class StressScenario:
@@ -56,15 +66,12 @@ class StressScenario:
                 src, "scenario_name", name, "must be 1-100 letters, digits, '_', '.' or '-'"
             )
         self.name: str = name
-        description = data.get("description", "")
-        if not isinstance(description, str):
-            raise ScenarioError(src, "description", description, "must be a string")
-        self.description: str = description
+        self.description: str = _text(src, data, "description")
+        self.source: str = _text(src, data, "source")
+        self.event_date: str | None = _event_date(src, data.get("event_date"))
 
         shock = number(ScenarioError, src, "price_shock_pct",
                        required(ScenarioError, src, data, "price_shock_pct"), ge=-0.5, le=0.5)
-        if shock == 0:
-            raise ScenarioError(src, "price_shock_pct", shock, "must not be 0")
         self.price_shock_pct: float = shock
         self.spread_mult: float = number(
             ScenarioError, src, "spread_mult", data.get("spread_mult", 1.0), ge=1.0,
@@ -86,6 +93,18 @@ class StressScenario:
                 f"duration_sec {self.duration_sec:g} must be a whole multiple of it",
             )
         self.steps: int = round(steps)
+        self.ramp_sec: float = number(ScenarioError, src, "ramp_sec", data.get("ramp_sec", 0),
+                                      ge=0)
+        self.hold_sec: float = number(ScenarioError, src, "hold_sec", data.get("hold_sec", 0),
+                                      ge=0)
+        self.ramp_steps: int = _in_steps(src, "ramp_sec", self.ramp_sec, self.step_sec)
+        self.hold_steps: int = _in_steps(src, "hold_sec", self.hold_sec, self.step_sec)
+        if self.ramp_steps + self.hold_steps > self.steps:
+            raise ScenarioError(
+                src, "hold_sec", data.get("hold_sec", 0),
+                f"ramp_sec + hold_sec = {self.ramp_sec + self.hold_sec:g} must be <= "
+                f"duration_sec {self.duration_sec:g}",
+            )
 
         recovery = data.get("recovery_type", "linear")
         if recovery not in RECOVERY_TYPES:
@@ -93,27 +112,54 @@ class StressScenario:
                                 f"must be one of {', '.join(RECOVERY_TYPES)}")
         self.recovery_type: str = recovery
 
-        shocks = data.get("symbol_shocks") or {}
-        if not isinstance(shocks, Mapping):
-            raise ScenarioError(src, "symbol_shocks", shocks, "must be a mapping of symbol: shock")
-        self.symbol_shocks: dict[str, float] = {
-            str(sym): number(ScenarioError, src, f"symbol_shocks.{sym}", val, ge=-0.5, le=0.5)
-            for sym, val in shocks.items()
-        }
+        self.symbol_shocks: dict[str, float] = _keyed(
+            src, data, "symbol_shocks", "shock", lambda f, v: number(
+                ScenarioError, src, f, v, ge=-0.5, le=0.5))
+        self.spread_mults: dict[str, float] = _keyed(
+            src, data, "spread_mults", "spread multiplier", lambda f, v: number(
+                ScenarioError, src, f, v, ge=1.0, le=MAX_SPREAD_MULT))
+        if shock == 0 and not any(self.symbol_shocks.values()):
+            raise ScenarioError(src, "price_shock_pct", shock,
+                                "must not be 0 unless a symbol_shocks entry moves something")
+        self._shock_map = SymbolMap(self.symbol_shocks, self.price_shock_pct)
+        self._spread_map = SymbolMap(self.spread_mults, self.spread_mult)
         self.limits_given: dict[str, float] = check_limits(
             {k: data[k] for k in LIMIT_FIELDS if k in data}, src, ScenarioError)
         """The thresholds this scenario sets itself (the rest are the defaults)."""
         self.thresholds: Limits = limits_in_force(scenario=self.limits_given, host=None,
                                                   live=None)[0]
 
+    def shocks_for(self, symbols: np.ndarray) -> np.ndarray:
+        """s_i per symbol (model.md precedence: exact, longest pattern, first in the file)."""
+        return self._shock_map.resolve(symbols)
+
+    def spread_mults_for(self, symbols: np.ndarray) -> np.ndarray:
+        """k_i per symbol, resolved like ``shocks_for``."""
+        return self._spread_map.resolve(symbols)
+
+    @property
+    def profile_key(self) -> tuple[str, int, int, int]:
+        """What the profile g(t) depends on: recovery, steps, ramp steps, hold steps."""
+        return (self.recovery_type, self.steps, self.ramp_steps, self.hold_steps)
+
+    def moved(self) -> list[str]:
+        """What the scenario moves, for listings: symbol_shocks keys, or '*' for everything."""
+        keys = [k for k, v in self.symbol_shocks.items() if v != 0]
+        return keys if self.price_shock_pct == 0 else ["*", *keys]
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "scenario_name": self.name,
             "description": self.description,
+            "event_date": self.event_date,
+            "source": self.source,
             "price_shock_pct": self.price_shock_pct,
             "spread_mult": self.spread_mult,
+            "spread_mults": dict(self.spread_mults),
             "duration_sec": self.duration_sec,
             "step_sec": self.step_sec,
+            "ramp_sec": self.ramp_sec,
+            "hold_sec": self.hold_sec,
             "recovery_type": self.recovery_type,
             "symbol_shocks": dict(self.symbol_shocks),
             **self.thresholds.to_dict(),
@@ -132,3 +178,95 @@ def _read_yaml(path: Path) -> Any:
         return parse_yaml(text)
     except yaml.YAMLError as exc:
         raise ScenarioError(str(path), None, NO_VALUE, f"invalid YAML: {exc}") from None
+
+
+class SymbolMap:
+    """Values keyed by exact symbols or fnmatch patterns (case-sensitive), resolved with
+    model.md's precedence: an exact key, else the longest matching pattern, else the first
+    matching one in the file, else ``default``.
+
+    Each distinct symbol is resolved once and remembered, so a run costs one dictionary
+    look-up per symbol however many patterns the scenario has; a scenario without patterns
+    keeps the plain column comparisons.
+    """
+
+    _MEMO_LIMIT = 1_000_000
+    """Distinct symbols remembered before the memo starts over (bounds its memory)."""
+
+    def __init__(self, entries: Mapping[str, float], default: float) -> None:
+        self.default = default
+        self.exact = {k: v for k, v in entries.items() if not _PATTERN_CHARS & set(k)}
+        ranked = sorted(((-len(k), i, k, v) for i, (k, v) in enumerate(entries.items())
+                         if _PATTERN_CHARS & set(k)))
+        self.patterns: list[tuple[re.Pattern[str], float]] = [
+            (re.compile(fnmatch.translate(k)), v) for _, _, k, v in ranked]
+        self._memo: dict[str, float] = {}
+
+    def value(self, symbol: str) -> float:
+        """The value for one symbol."""
+        if symbol in self.exact:
+            return self.exact[symbol]
+        for pattern, value in self.patterns:
+            if pattern.match(symbol):
+                return value
+        return self.default
+
+    def resolve(self, symbols: np.ndarray) -> np.ndarray:
+        """The value for each symbol, as a float64 column in the same order."""
+        out = np.full(len(symbols), self.default, dtype=np.float64)
+        if not self.patterns:
+            for symbol, value in self.exact.items():
+                out[symbols == symbol] = value
+            return out
+        memo = self._memo
+        names = symbols.tolist()
+        missing = [s for s in names if s not in memo]
+        if missing:
+            if len(memo) + len(missing) > self._MEMO_LIMIT:
+                memo.clear()
+            memo.update((s, self.value(s)) for s in missing)
+        return np.fromiter(map(memo.__getitem__, names), dtype=np.float64, count=len(names))
+
+
+def _text(src: str, data: Mapping[str, Any], field: str) -> str:
+    value = data.get(field, "")
+    if not isinstance(value, str):
+        raise ScenarioError(src, field, value, "must be a string")
+    return value
+
+
+def _event_date(src: str, value: Any) -> str | None:
+    """YYYY-MM-DD; YAML reads an unquoted date as a ``date``, which is accepted too."""
+    if value is None:
+        return None
+    if isinstance(value, dt.date) and not isinstance(value, dt.datetime):
+        return value.isoformat()
+    if isinstance(value, str) and _DATE.match(value):
+        try:
+            return dt.date.fromisoformat(value).isoformat()
+        except ValueError:
+            pass
+    raise ScenarioError(src, "event_date", value, "must be a date as YYYY-MM-DD")
+
+
+def _in_steps(src: str, field: str, seconds: float, step: float) -> int:
+    """``seconds`` as a whole number of grid steps, or an error naming ``field``."""
+    steps = seconds / step
+    if abs(steps - round(steps)) > 1e-9 * max(1.0, steps):
+        raise ScenarioError(src, field, seconds, f"must be a whole multiple of step_sec {step:g}")
+    return round(steps)
+
+
+def _keyed(src: str, data: Mapping[str, Any], field: str, what: str, check: Any
+           ) -> dict[str, float]:
+    """A mapping of symbol or pattern -> checked number, keys as strings."""
+    entries = data.get(field) or {}
+    if not isinstance(entries, Mapping):
+        raise ScenarioError(src, field, entries, f"must be a mapping of symbol or pattern: {what}")
+    out: dict[str, float] = {}
+    for key, value in entries.items():
+        name = str(key)
+        if not name:
+            raise ScenarioError(src, field, key, "keys must be non-empty symbols or patterns")
+        out[name] = check(f"{field}.{name}", value)
+    return out

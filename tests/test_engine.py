@@ -14,13 +14,13 @@ DEFAULT = Limits()
 
 
 def run(q, P, h, m, d=1.0, c=0.0, v=math.nan, *, E=100_000.0, V=None, s=-0.03, k=3.0,
-        recovery="linear", steps=60, limits=DEFAULT):
+        recovery="linear", steps=60, limits=DEFAULT, ramp=0, hold=0):
     arr = [np.atleast_1d(np.asarray(x, dtype=float)) for x in (q, P, h, m, d, c, v)]
     n = max(len(a) for a in arr)
     q, P, h, m, d, c, v = (np.broadcast_to(a, (n,)).copy() for a in arr)
     shocks = np.full(n, s) if np.isscalar(s) else np.asarray(s, dtype=float)
     coef = engine.coefficients(q, P, h, m, d, c, shocks, k)
-    profile = engine.recovery_profile(recovery, steps)
+    profile = engine.recovery_profile(recovery, steps, ramp, hold)
     return engine.stress(coef, np.abs(c * P * shocks), v, E, V, profile, limits)
 
 
@@ -182,3 +182,142 @@ def test_headroom_solved_at_the_shock_point_is_the_smallest_over_the_grid(recove
             coef.a[:, None] * grid, coef.b[:, None] * grid * grid,
             max_loss[:, None] - coef.c0[:, None] - coef.e[:, None] * grid).min(axis=1)
         assert np.array_equal(engine.first_breach_scale(coef, grid, max_loss), every_point)
+
+
+# -- shapes: ramp to the trough, hold, then recover (model.md "Shapes and targeted shocks") --
+
+
+def reference_profile(recovery, T, dt, ramp=0.0, hold=0.0):
+    """model.md's g(t) point by point, in seconds, written independently of the engine."""
+    R = T - ramp - hold
+    g = []
+    for j in range(round(T / dt) + 1):
+        t = j * dt
+        if t < ramp:
+            g.append(t / ramp)
+        elif t <= ramp + hold:
+            g.append(1.0)
+        else:
+            u = (t - ramp - hold) / R
+            g.append({"linear": 1 - u, "exponential": math.exp(-3 * u), "none": 1.0}[recovery])
+    return g
+
+
+@pytest.mark.parametrize("recovery", ["linear", "exponential", "none"])
+def test_default_shape_is_the_original_profile_bit_for_bit(recovery):
+    old = {"linear": lambda f: 1.0 - f, "exponential": lambda f: np.exp(-3.0 * f),
+           "none": np.ones_like}[recovery](np.arange(61, dtype=np.float64) / 60)
+    assert np.array_equal(engine.recovery_profile(recovery, 60), old)
+    assert np.array_equal(engine.recovery_profile(recovery, 60, 0, 0), old)
+
+
+def test_ramp_hold_linear_profile_by_hand():
+    # T = 10, dt = 1, ramp 4 s, hold 2 s, linear recovery over the last 4 s
+    g = engine.recovery_profile("linear", 10, 4, 2)
+    assert g.tolist() == [0.0, 0.25, 0.5, 0.75, 1.0, 1.0, 1.0, 0.75, 0.5, 0.25, 0.0]
+    assert g.tolist() == reference_profile("linear", 10, 1, 4, 2)
+
+
+@pytest.mark.parametrize(("recovery", "ramp", "hold"), [
+    ("exponential", 30, 0), ("none", 5, 25), ("linear", 0, 20), ("exponential", 0, 60),
+    ("linear", 60, 0), ("none", 30, 30),
+])
+def test_profiles_match_model_md_pointwise(recovery, ramp, hold):
+    g = engine.recovery_profile(recovery, 60, ramp, hold)
+    assert g == pytest.approx(reference_profile(recovery, 60, 1, ramp, hold), rel=1e-15)
+    assert g.max() == 1.0 and g.min() >= 0  # the trough is a grid point
+
+
+def test_ramp_starts_at_zero_so_the_first_point_costs_only_the_spread():
+    out = run(5, 6000, 0.25, 5, recovery="linear", steps=60, ramp=10)
+    # worst at the trough (t = 10 s): the same as the shock point of the default scenario
+    assert out.worst_pnl[0] == pytest.approx(-4509.375)
+    assert out.headroom[0] == pytest.approx(4990.625 / 4500, rel=1e-9)
+
+
+def test_per_symbol_spread_multipliers_by_hand():
+    # two identical longs, spreads 3x and 10x: -4500 - 0.5 * 0.25 * k * 25 at the trough
+    out = run([5, 5], [6000, 6000], 0.25, 5, k=np.array([3.0, 10.0]))
+    assert out.worst_pnl.tolist() == pytest.approx([-4509.375, -4500 - 31.25])
+
+
+def _scan_headroom(q, P, h, m, d, c, v, E, s, k, g, limits):
+    """Brute force: scan lam over [0, 100] at every grid point, then bisect the first step
+    where some point breaches. Needs no monotonicity in lam, unlike a plain bisection."""
+    g = np.asarray(g)
+    lam = np.linspace(0.0, 100.0, 20_001)[:, None]
+    dP = P * s * lam * g  # (lam, t)
+    pnl = q * m * (d * dP + 0.5 * c * dP**2) - 0.5 * h * (1 + (k - 1) * g) * abs(q) * m
+    loss = np.maximum(0.0, -pnl.min(axis=1))
+
+    def breached(loss, scale):
+        out = loss > limits.max_drawdown_pct * E
+        if not math.isnan(v):
+            out = out | (loss > limits.max_var_multiplier * v)
+        return out | (np.abs(c * P * s * scale) * g.max() > limits.max_position_delta)
+
+    hit = breached(loss, lam[:, 0])
+    if not hit.any():
+        return 100.0
+    first = int(np.argmax(hit))
+    if first == 0:
+        return 0.0
+
+    def at(x):
+        x_dP = P * s * x * g
+        x_pnl = q * m * (d * x_dP + 0.5 * c * x_dP**2) - 0.5 * h * (1 + (k - 1) * g) * abs(q) * m
+        return bool(breached(np.array([max(0.0, -x_pnl.min())]), x)[0])
+
+    lo, hi = float(lam[first - 1, 0]), float(lam[first, 0])
+    for _ in range(60):
+        mid = (lo + hi) / 2
+        lo, hi = (lo, mid) if at(mid) else (mid, hi)
+    return hi
+
+
+@pytest.mark.parametrize(("recovery", "ramp", "hold"), [
+    ("linear", 20, 10), ("exponential", 15, 0), ("none", 40, 5), ("linear", 0, 30),
+    ("exponential", 60, 0),
+])
+def test_random_books_with_shapes_and_spread_multipliers_match_brute_force(recovery, ramp,
+                                                                             hold):
+    rng = np.random.default_rng(ramp * 100 + hold)
+    n = 30
+    q = rng.choice([-1, 1], n) * rng.integers(1, 50, n)
+    P = rng.uniform(10, 10_000, n)
+    h = rng.uniform(0, 2, n)
+    m = rng.choice([1, 2, 5, 50, 100], n).astype(float)
+    d = rng.uniform(-1, 1, n)
+    c = rng.uniform(-0.002, 0.004, n) * (rng.random(n) < 0.6)
+    v = np.where(rng.random(n) < 0.7, rng.uniform(500, 20_000, n), np.nan)
+    s = rng.uniform(-0.2, 0.2, n) * (rng.random(n) < 0.9)  # some symbols not moved
+    k = rng.choice([1.0, 2.0, 26.0], n)
+    E = 1_000_000.0
+    out = run(q, P, h, m, d, c, v, E=E, s=s, k=k, recovery=recovery, ramp=ramp, hold=hold)
+    g = reference_profile(recovery, 60, 1, ramp, hold)
+    paths = []
+    for i in range(n):
+        path = reference_pnl(q[i], P[i], h[i], m[i], d[i], c[i], s[i], k[i], g)
+        paths.append(path)
+        assert out.worst_pnl[i] == pytest.approx(min(path), rel=1e-12, abs=1e-9)
+        expected = _scan_headroom(q[i], P[i], h[i], m[i], d[i], c[i], v[i], E, s[i], k[i], g,
+                                  DEFAULT)
+        assert out.headroom[i] == pytest.approx(expected, rel=1e-6, abs=1e-9)
+    assert out.portfolio_worst_pnl == pytest.approx(np.sum(paths, axis=0).min(), rel=1e-12)
+
+
+def test_portfolio_headroom_with_a_ramp_matches_brute_force():
+    """The book's headroom binds at the trough too (every e_i >= 0): scan lam for the sum."""
+    q = np.array([10.0, -4.0, 3.0])
+    P = np.array([6000.0, 2400.0, 80.0])
+    h, m = np.array([0.25, 0.1, 0.02]), np.array([5.0, 5.0, 1000.0])
+    d, c = np.ones(3), np.array([0.0, 0.0, 0.0])
+    s, k = np.array([-0.05, -0.05, 0.0]), np.array([26.0, 1.0, 5.0])
+    E = 150_000.0
+    out = run(q, P, h, m, d, c, E=E, s=s, k=k, recovery="exponential", ramp=20, hold=5)
+    g = np.array(reference_profile("exponential", 60, 1, 20, 5))
+    lam = np.linspace(0, 100, 200_001)[:, None]
+    book = sum(q[i] * m[i] * P[i] * s[i] * lam * g - 0.5 * h[i] * (1 + (k[i] - 1) * g)
+               * abs(q[i]) * m[i] for i in range(3))
+    first = int(np.argmax(-book.min(axis=1) > 0.05 * E))
+    assert out.portfolio_headroom == pytest.approx(lam[first, 0], abs=5e-4)
