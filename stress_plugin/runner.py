@@ -158,21 +158,84 @@ class StressRunner:
         needs that cannot be had ends in a result with ``status == "failed"``, stored and
         alerted like any other; output plugin failures are logged, never raised.
         """
+        return self.run_many(scenarios=[scenario], book=book, symbols=symbols, trigger=trigger,
+                             scheduled_for=scheduled_for)[0]
+
+    def run_many(
+        self,
+        *,
+        scenarios: Sequence[str | Path | StressScenario],
+        book: Book | Mapping[str, Any] | str | Path | None = None,
+        symbols: Sequence[str] | None = None,
+        trigger: str = "manual",
+        scheduled_for: str | None = None,
+    ) -> list[StressResult]:
+        """Stress ONE snapshot of the book under each scenario, in order; a result each.
+
+        The book is taken once (one ``stress_book`` call or one file read), so every scenario
+        sees the same positions and prices; a book that cannot be had fails every scenario's
+        run. If any run trips the KILL_SWITCH, ONE event names every such scenario, published
+        and latched before any run is stored (halt first). Each result is then stored as a run
+        of its own, with one pending delivery per alert sink and its own episode (the store's,
+        per scenario), and the stored results are returned; no sink is called on this path.
+        ``run_once`` is this with one scenario.
+        """
         started = time.perf_counter()
-        now = datetime.now(UTC)
-        run_id = f"{now.strftime('%Y%m%dT%H%M%SZ')}-{secrets.token_hex(4)}"
-        chosen = self.scenario(scenario)
-        stub = StressResult(run_id=run_id, scenario=chosen.name,
-                            timestamp=now.strftime("%Y-%m-%dT%H:%M:%SZ"), symbols_tested=0,
-                            portfolio=None, symbols={}, headroom=None, limits=None)
-        arrays = None
+        chosen = list({s.name: s for s in map(self.scenario, scenarios)}.values())
+        if not chosen:
+            raise ScenarioError("scenarios", None, NO_VALUE, "no scenario to run")
+        arrays: BookArrays | None = None
+        source, skipped, failure = None, (), None
         try:
             arrays, source = self._book(book)
-            stub = replace(stub, book_source=source)
             _let_others_run()
             if symbols:
                 arrays = _restrict(arrays, symbols, source)
             arrays, skipped = self._cap(arrays)
+        except RunFailure as exc:
+            failure = exc
+        book_s = time.perf_counter() - started
+        # each run's runtime counts the shared book once, as a run on its own would
+        results = [self._run(s, arrays, source, skipped, failure, time.perf_counter() - book_s)
+                   for s in chosen]
+
+        on_failure = self.settings.stress_on_failure == "halt"
+        tripped = [r.run_id for r in results
+                   if r.breaches or (r.status == "failed" and on_failure)]
+        if tripped:
+            results = [replace(r, kill_switch=True) if r.run_id in tripped else r
+                       for r in results]
+            self._kill_switch([r for r in results if r.run_id in tripped])
+        halted = self.halt() is not None
+        results = [replace(r, halted=halted) for r in results]
+        sinks = self.plugins.sinks()
+        stored = []
+        for result in results:
+            _let_others_run()
+            # the store gives each run its episode (per scenario, in store order)
+            stored.append(self.store.save_run(
+                result, trigger=trigger, scheduled_for=scheduled_for, sinks=sinks,
+                prices=arrays.price if result.portfolio is not None else None))
+        if sinks and self.deliver_in_background:
+            self.deliveries.start()
+            self.deliveries.wake()
+        return stored
+
+    def _run(self, chosen: StressScenario, arrays: BookArrays | None, source: str | None,
+             skipped: tuple[str, ...], failure: RunFailure | None, started: float
+             ) -> StressResult:
+        """One scenario on the prepared book: limits, engine, evaluators, timing, log. What
+        it cannot have fails this run; nothing is published, stored or alerted here."""
+        now = datetime.now(UTC)
+        run_id = f"{now.strftime('%Y%m%dT%H%M%SZ')}-{secrets.token_hex(4)}"
+        stub = StressResult(run_id=run_id, scenario=chosen.name,
+                            timestamp=now.strftime("%Y-%m-%dT%H:%M:%SZ"), symbols_tested=0,
+                            portfolio=None, symbols={}, headroom=None, limits=None)
+        try:
+            if failure is not None:
+                raise failure
+            assert arrays is not None
+            stub = replace(stub, book_source=source)
             limits, limit_sources = self.limits(chosen)
             stub = replace(stub, symbols_tested=len(arrays), skipped_symbols=skipped,
                            limits=limits, limit_sources=limit_sources)
@@ -187,20 +250,6 @@ class StressRunner:
         runtime_ms = (time.perf_counter() - started) * 1000
         result = replace(result, runtime_ms=round(runtime_ms, 3))
         self._log(result, runtime_ms)
-
-        halt_on_failure = result.status == "failed" and self.settings.stress_on_failure == "halt"
-        if result.breaches or halt_on_failure:
-            result = replace(result, kill_switch=True)
-            self._kill_switch(result)
-        result = replace(result, halted=self.halt() is not None)
-        _let_others_run()
-        sinks = self.plugins.sinks()
-        result = self.store.save_run(
-            result, trigger=trigger, scheduled_for=scheduled_for, sinks=sinks,
-            prices=arrays.price if result.portfolio is not None else None)
-        if sinks and self.deliver_in_background:
-            self.deliveries.start()
-            self.deliveries.wake()
         return result
 
     def _stress(self, stub: StressResult, arrays: BookArrays, chosen: StressScenario,
@@ -291,26 +340,63 @@ class StressRunner:
             self._profiles[key] = engine.recovery_profile(*key)
         return self._profiles[key]
 
-    def _kill_switch(self, result: StressResult) -> None:
-        """Halt first: published on the bus and latched before the run is stored or any sink
-        runs; a bus that nobody accepted is loud."""
-        if result.status == "failed":
-            reason = f"run failed ({result.failure}): {result.error}"
+    def _kill_switch(self, results: Sequence[StressResult]) -> None:
+        """Halt first: ONE event, published on the bus and latched before any run is stored or
+        any sink runs; a bus that nobody accepted is loud.
+
+        For several runs (``run_many``) ``scenario`` names them all, comma-separated,
+        ``symbols`` is every breached symbol once, ``run_id`` is the first run's and
+        ``reason`` says which run broke what."""
+        first = results[0]
+        if len(results) == 1:
+            reason = _trip_reason(first)
         else:
-            reason = "; ".join(f"{b.symbol} {b.limit} {b.value:.6g} > {b.threshold:g}"
-                               for b in result.breaches[:20])
-        event = RiskEvent(type="KILL_SWITCH", scenario=result.scenario,
-                          symbols=tuple(result.breached_symbols), run_id=result.run_id,
-                          timestamp=result.timestamp, reason=reason)
+            reason = " | ".join(f"{r.scenario} (run {r.run_id}): {_trip_reason(r, 5)}"
+                                for r in results)
+        names = ",".join(r.scenario for r in results)
+        symbols = tuple(dict.fromkeys(s for r in results for s in r.breached_symbols))
+        event = RiskEvent(type="KILL_SWITCH", scenario=names, symbols=symbols,
+                          run_id=first.run_id, timestamp=first.timestamp, reason=reason)
         log.critical("KILL_SWITCH triggered: scenario=%s symbols=%s run_id=%s (%s)",
-                     result.scenario, ",".join(result.breached_symbols), result.run_id, reason)
+                     names, ",".join(symbols), first.run_id, reason)
         deliveries = self.plugins.bus_publish(event)
         if not any(d.error is None for d in deliveries):
-            log.critical("KILL_SWITCH for run %s reached no bus: %s", result.run_id,
+            log.critical("KILL_SWITCH for run %s reached no bus: %s", first.run_id,
                          ", ".join(d.plugin for d in deliveries) or "no stress_bus_publish plugin")
-        self.store.halt_set({"reason": reason, "since": result.timestamp,
-                             "run_id": result.run_id, "scenario": result.scenario,
-                             "symbols": list(result.breached_symbols)})
+        self.store.halt_set({"reason": reason, "since": first.timestamp,
+                             "run_id": first.run_id, "scenario": names,
+                             "symbols": list(symbols)})
+
+
+def _trip_reason(result: StressResult, limit: int = 20) -> str:
+    if result.status == "failed":
+        return f"run failed ({result.failure}): {result.error}"
+    return "; ".join(f"{b.symbol} {b.limit} {b.value:.6g} > {b.threshold:g}"
+                     for b in result.breaches[:limit])
+
+
+def summary(result: dict[str, Any]) -> dict[str, Any]:
+    """One row of a many-scenario run (CLI table, status endpoint): status, worst P&L,
+    drawdown, breaches, headroom and the binding symbol: the first in book order whose
+    headroom is the run's, or PORTFOLIO when only the whole book binds that early; None when
+    nothing binds below the headroom cap, or the run failed."""
+    row = {"scenario": result["scenario"], "status": result["status"],
+           "run_id": result["run_id"], "timestamp": result["timestamp"],
+           "worst_pnl": None, "drawdown_pct": None, "breach_count": result["breach_count"],
+           "breached_symbols": list(result["breached_symbols"]),
+           "headroom": result["headroom"], "binding_symbol": None,
+           "error": result.get("error")}
+    if result.get("portfolio") is None:  # a failed run: no figures
+        return row
+    binding: str | None = "PORTFOLIO"
+    lowest = result["portfolio"]["headroom"]
+    for symbol, m in result["symbols"].items():
+        if m["headroom"] <= lowest and (binding == "PORTFOLIO" or m["headroom"] < lowest):
+            binding, lowest = symbol, m["headroom"]
+    row.update(worst_pnl=result["portfolio"]["worst_pnl"],
+               drawdown_pct=result["portfolio"]["drawdown_pct"],
+               binding_symbol=binding if lowest < engine.HEADROOM_CAP else None)
+    return row
 
 
 def _scenario_from(plugin: str, item: Any) -> StressScenario:

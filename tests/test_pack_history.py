@@ -11,6 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from test_distributions import pip_install_target
 
 import stress_pack_history
 from conftest import ROOT
@@ -18,7 +19,6 @@ from stress_plugin import StressScenario
 from stress_plugin.plugins import Plugins
 from stress_plugin.runner import StressRunner
 from test_cli import cli
-from test_distributions import pip_install_target
 
 PACK = ROOT / "scenario_packs" / "history"
 EQUITY = 5_000_000.0

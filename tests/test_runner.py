@@ -269,3 +269,118 @@ def test_hook_wrappers_and_misspelled_hooks_fail_at_registration(make_runner):
 
     with pytest.raises(PluginError, match="wrappers are not supported"):
         make_runner(Wrapper())
+
+
+# -- many scenarios on one book snapshot --------------------------------------------------------
+
+MILD = {"scenario_name": "mild", "price_shock_pct": -0.01}  # 5 MES: loss 1,509.375
+DEEP = {"scenario_name": "deep", "price_shock_pct": -0.06, "spread_mult": 3}
+ONLY_6B = {"scenario_name": "only_6b", "price_shock_pct": 0, "symbol_shocks": {"6B*": -0.09}}
+
+
+class CountingBook:
+    """A host book that counts how often it is asked (run_many must ask once)."""
+
+    def __init__(self, data: dict) -> None:
+        self.data, self.calls = data, 0
+
+    @hookimpl(tryfirst=True)
+    def stress_book(self) -> dict:
+        self.calls += 1
+        return self.data
+
+
+def test_run_many_takes_the_book_once_and_kills_once_naming_every_breaching_scenario(
+        make_runner, host, caplog):
+    from stress_plugin.scenario import StressScenario
+
+    calls: list = []
+    counting = CountingBook(book(position(quantity=5, var=3000), position(
+        symbol="6BZ6", quantity=2, price=1.27, spread=0.0001, multiplier=62500),
+        equity=200_000))
+    runner = make_runner(Recorder(calls), counting)
+    scenarios = [StressScenario(s) for s in (MILD, DEEP, ONLY_6B)] + ["flash_crash_lite"]
+    with caplog.at_level(logging.INFO, logger="stress_runner"):
+        results = runner.run_many(scenarios=scenarios)
+        assert [kind for kind, _ in calls][:1] == ["bus"]  # before the runs returned
+        assert runner.deliveries.drain(5) == []
+    assert counting.calls == 1
+    assert [r.scenario for r in results] == ["mild", "deep", "only_6b", "flash_crash_lite"]
+    assert len({r.run_id for r in results}) == 4
+    # limit 10,000 (5% of 200,000). deep: MES loses 9,009.375, 3x its VaR, and the book 18,553;
+    # only_6b: 6B loses 2 x 62,500 x 1.27 x 0.09 = 14,287.5; flash_crash_lite: the book 9,290
+    assert [r.breach_count > 0 for r in results] == [False, True, True, False]
+    assert results[2].symbols["6BZ6"].worst_pnl == pytest.approx(-14287.5 - 6.25)
+    assert results[2].symbols["MES"].worst_pnl == pytest.approx(-0.5 * 0.25 * 5 * 5)
+    kinds = [kind for kind, _ in calls]
+    assert kinds == ["bus", "alert", "alert", "alert", "alert"]  # one halt, before any page
+    event = calls[0][1]
+    assert event.scenario == "deep,only_6b"
+    assert event.symbols == ("MES", "PORTFOLIO", "6BZ6")
+    assert event.run_id == results[1].run_id
+    assert f"only_6b (run {results[2].run_id}): 6BZ6 max_drawdown_pct" in event.reason
+    assert [r.scenario for _, r in calls[1:]] == ["mild", "deep", "only_6b", "flash_crash_lite"]
+    assert runner.halt()["scenario"] == "deep,only_6b" and host.trading_state == "HALTED"
+    assert all(r.halted for r in results)
+    assert [r.kill_switch for r in results] == [False, True, True, False]
+    assert caplog.text.count("KILL_SWITCH triggered") == 1
+    # each run is stored on its own: a breach opens its own scenario's episode
+    assert [r.episode for r in results] == [None, results[1].run_id, results[2].run_id, None]
+    assert [r.episode for _, r in calls[1:]] == [r.episode for r in results]
+
+
+def test_run_many_passing_publishes_nothing_and_a_duplicate_name_runs_once(make_runner, host):
+    calls: list = []
+    runner = make_runner(Recorder(calls))
+    results = runner.run_many(book=WORKED, scenarios=["flash_crash_lite", "flash_crash_lite"])
+    assert runner.deliveries.drain(5) == []
+    assert len(results) == 1 and results[0].breach_count == 0
+    assert [kind for kind, _ in calls] == ["alert"]
+    assert runner.halt() is None
+
+
+def test_run_many_rejects_an_unknown_scenario_before_taking_the_book(make_runner):
+    counting = CountingBook(WORKED)
+    with pytest.raises(ScenarioError, match="unknown scenario"):
+        make_runner(counting).run_many(scenarios=["flash_crash_lite", "nope"])
+    assert counting.calls == 0
+    with pytest.raises(ScenarioError, match="no scenario to run"):
+        make_runner().run_many(scenarios=[])
+
+
+def test_run_many_stores_each_run(make_plugins, tmp_path):
+    from stress_plugin.runner import StressRunner, summary
+    from stress_plugin.settings import load_settings
+    from stress_plugin.store import Store
+
+    store = Store(str(tmp_path / "s.db"))
+    runner = StressRunner(plugins=make_plugins(), settings=load_settings(), store=store)
+    results = runner.run_many(book=BREACHING, scenarios=["flash_crash_lite", "flash_crash_lite"])
+    stored = store.runs_since("2000-01-01T00:00:00Z")
+    assert [r["run_id"] for r in stored] == [results[0].run_id]
+    row = summary(stored[0])
+    assert (row["status"], row["breach_count"], row["binding_symbol"]) == ("breached", 2, "MES")
+    assert row["worst_pnl"] == pytest.approx(-5411.25)
+
+
+class BrokenBook:
+    @hookimpl(tryfirst=True)
+    def stress_book(self) -> dict:
+        raise RuntimeError("position server down")
+
+
+def test_run_many_without_a_book_fails_every_scenario_and_passes_none(make_runner):
+    from stress_plugin.runner import summary
+    from stress_plugin.scenario import StressScenario
+
+    calls: list = []
+    runner = make_runner(Recorder(calls), BrokenBook())
+    results = runner.run_many(scenarios=["flash_crash_lite", StressScenario(ONLY_6B)])
+    assert runner.deliveries.drain(5) == []
+    assert [r.status for r in results] == ["failed", "failed"]
+    assert all("position server down" in r.error for r in results)
+    assert [kind for kind, _ in calls] == ["alert", "alert"]  # failed reports, no halt
+    assert runner.halt() is None
+    row = summary(results[0].to_dict())
+    assert (row["status"], row["worst_pnl"], row["binding_symbol"]) == ("failed", None, None)
+
