@@ -14,6 +14,7 @@ from typing import Any
 from stress_plugin.errors import StressError
 
 EXIT_OK, EXIT_BREACH, EXIT_INPUT = 0, 1, 2
+DEFAULT_SCENARIO = "flash_crash_lite"  # runner.DEFAULT_SCENARIO, without importing numpy here
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -47,9 +48,11 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     run = commands.add_parser("run", help="stress the book once and print the result")
-    run.add_argument("--scenario", default="flash_crash_lite",
-                     help="a discovered scenario name or a scenario YAML path "
-                          "(default: flash_crash_lite)")
+    run.add_argument("--scenario",
+                     help="a discovered scenario name or a scenario YAML path, or several "
+                          "comma-separated (default: flash_crash_lite)")
+    run.add_argument("--all", action="store_true",
+                     help="run every discovered scenario on the same book snapshot")
     run.add_argument("--book", type=Path, help="book file (YAML or JSON); overrides any host")
     run.add_argument("--symbols", help="comma-separated symbols to restrict the book to")
     run.add_argument("--json", action="store_true", help="print the result as JSON")
@@ -103,12 +106,15 @@ def _run(args: argparse.Namespace) -> int:
     runner = StressRunner(settings=settings, store=Store(settings.db_path),
                           deliver_in_background=False)
     symbols = [s.strip() for s in args.symbols.split(",") if s.strip()] if args.symbols else None
-    result = runner.run_once(book=args.book, scenario=args.scenario, symbols=symbols,
+    if args.all or (args.scenario and "," in args.scenario):
+        return _run_many(args, runner, symbols)
+    scenario = args.scenario or DEFAULT_SCENARIO
+    result = runner.run_once(book=args.book, scenario=scenario, symbols=symbols,
                              trigger="cli")
     if args.json:
         print(json.dumps(result.to_dict(), indent=2, allow_nan=False))
     elif result.status != "failed":
-        print(render_result(result.to_dict(), runner.scenario(args.scenario).to_dict()))
+        print(render_result(result.to_dict(), runner.scenario(scenario).to_dict()))
     halt = runner.halt()
     if halt is not None:
         print(halted_line(halt), file=sys.stderr if args.json else sys.stdout)
@@ -215,6 +221,35 @@ def _reset(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _run_many(args: argparse.Namespace, runner: Any, symbols: list[str] | None) -> int:
+    """``run --all`` or ``run --scenario a,b``: one book snapshot, one row per scenario."""
+    from stress_plugin.errors import ConfigError
+
+    if args.all and args.scenario:
+        raise ConfigError("arguments", "--all", args.scenario,
+                          "cannot be combined with --scenario")
+    if args.all:
+        names: list[str] = sorted(runner.scenarios())
+    else:
+        names = [n.strip() for n in args.scenario.split(",") if n.strip()]
+    results = runner.run_many(book=args.book, scenarios=names, symbols=symbols, trigger="cli")
+    data = [r.to_dict() for r in results]
+    print(json.dumps(data, indent=2, allow_nan=False) if args.json else render_many(data))
+    halt = runner.halt()
+    if halt is not None:
+        print(halted_line(halt), file=sys.stderr if args.json else sys.stdout)
+    sys.stdout.flush()  # every row is out before any alert is waited for
+    deliver_alerts(runner, runner.settings.stress_alert_wait_s)  # once, for every run
+    for result in results:
+        if result.status == "failed":
+            print(f"stress-runner: error: stress run {result.run_id} ({result.scenario}) "
+                  f"failed: {result.error}", file=sys.stderr)
+    # 1 whenever a KILL_SWITCH went out; else 2 if some scenario could not check the book
+    if any(r.breach_count for r in results):
+        return EXIT_BREACH
+    return EXIT_INPUT if any(r.status == "failed" for r in results) else EXIT_OK
+
+
 def _validate(args: argparse.Namespace) -> int:
     import yaml
 
@@ -243,8 +278,9 @@ def _scenarios(args: argparse.Namespace) -> int:
         print(json.dumps({n: {**s.to_dict(), "origin": s.origin} for n, s in found.items()},
                          indent=2))
         return EXIT_OK
-    rows = [(name, _describe(s.to_dict()), s.origin) for name, s in sorted(found.items())]
-    print(_table(("SCENARIO", "SHOCK", "FILE"), rows))
+    rows = [(name, s.event_date or "-", _moves(s.to_dict()), _shape(s.to_dict()),
+             _shorten(s.source) or s.origin) for name, s in sorted(found.items())]
+    print(_table(("SCENARIO", "EVENT DATE", "MOVES", "SHAPE", "SOURCE (or file)"), rows))
     return EXIT_OK
 
 
@@ -322,8 +358,70 @@ def _schedule(args: argparse.Namespace) -> int:
 
 
 def _describe(s: dict[str, Any]) -> str:
-    return (f"{s['price_shock_pct']:+.1%} shock, spreads {s['spread_mult']:g}x, "
-            f"{s['duration_sec']:g} s, {s['recovery_type']} recovery")
+    shock = (f"{s['price_shock_pct']:+.1%} shock" if s["price_shock_pct"] or not
+             s.get("symbol_shocks") else _moves(s))
+    return f"{shock}, {_shape(s)}"
+
+
+def _moves(s: dict[str, Any]) -> str:
+    """What a scenario moves, grouped by shock: 'ES* MES* -5%; 6J* +3.3%' ('*' = the rest)."""
+    groups: dict[float, list[str]] = {}
+    for key, shock in (s.get("symbol_shocks") or {}).items():
+        groups.setdefault(shock, []).append(key)
+    if s["price_shock_pct"]:
+        groups.setdefault(s["price_shock_pct"], []).append("*")
+    return "; ".join(f"{' '.join(keys)} {_pct(shock)}" for shock, keys in groups.items()
+                     if shock) or "nothing"
+
+
+def _shape(s: dict[str, Any]) -> str:
+    spreads = f"spreads {s['spread_mult']:g}x" + "".join(
+        f", {k} {v:g}x" for k, v in (s.get("spread_mults") or {}).items())
+    fall = (f"{s['ramp_sec']:g} s to the trough, " if s.get("ramp_sec") else "") + (
+        f"{s['hold_sec']:g} s held, " if s.get("hold_sec") else "")
+    return f"{spreads}, {fall}{s['duration_sec']:g} s, {s['recovery_type']} recovery"
+
+
+def _pct(value: float) -> str:
+    return f"{value * 100:+.2f}".rstrip("0").rstrip(".") + "%"
+
+
+def _shorten(text: str, width: int = 60) -> str:
+    return text if len(text) <= width else text[: width - 3].rstrip() + "..."
+
+
+def render_many(results: list[dict[str, Any]]) -> str:
+    """One row per scenario of a ``run_many`` (the same book snapshot for every row)."""
+    from stress_plugin.runner import summary
+
+    rows = []
+    for row in map(summary, results):
+        if row["worst_pnl"] is None:  # a failed run: no figures (its error goes to stderr)
+            rows.append((row["scenario"], "FAILED", "-", "-", "-", "-", "-"))
+            continue
+        breached = ", ".join(row["breached_symbols"][:3]) + (
+            " ..." if len(row["breached_symbols"]) > 3 else "")
+        rows.append((row["scenario"], row["status"].upper(), f"{row['worst_pnl']:,.2f}",
+                     f"{row['drawdown_pct']:.3%}",
+                     f"{row['breach_count']} ({breached})" if row["breach_count"] else "0",
+                     _headroom(row["headroom"]), row["binding_symbol"] or "-"))
+    breaching = [r["scenario"] for r in results if r["breach_count"]]
+    failed = [r["scenario"] for r in results if r["status"] == "failed"]
+    first = results[0]
+    lines = [f"{len(results)} scenarios on one book snapshot ({first['symbols_tested']} "
+             f"symbols), {first['timestamp']}", "",
+             _table(("SCENARIO", "STATUS", "WORST P&L", "DRAWDOWN", "BREACHES", "HEADROOM",
+                     "BINDING"), rows, right=range(2, 6)), ""]
+    if breaching:
+        lines.append(f"BREACH in {', '.join(breaching)}: KILL_SWITCH triggered once")
+    if failed:
+        lines.append(f"FAILED: {', '.join(failed)} could not be checked (see the errors)")
+    checked = [r for r in results if r["headroom"] is not None]
+    if not breaching and checked:
+        low = min(checked, key=lambda r: r["headroom"])
+        lines.append(f"No breach. Lowest headroom {_headroom(low['headroom'])} "
+                     f"({low['scenario']}).")
+    return "\n".join(lines)
 
 
 def render_result(result: dict[str, Any], scenario: dict[str, Any]) -> str:

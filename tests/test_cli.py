@@ -12,6 +12,7 @@ from pathlib import Path
 import yaml
 
 from conftest import book, position
+from stress_plugin.store import Store
 
 STRESS_RUNNER = str(Path(sys.executable).with_name("stress-runner"))
 
@@ -72,7 +73,7 @@ def test_bad_environment_variable_is_named(tmp_path):
 
 
 def test_unknown_scenario_and_symbols(tmp_path):
-    out = cli("run", "--scenario", "nope")
+    out = cli("run", "--scenario", "nope", env={"STRESS_DB": str(tmp_path / "s")})
     assert out.returncode == 2 and "unknown scenario" in out.stderr and "'nope'" in out.stderr
     out = cli("run", "--symbols", "MES,MNQ", "--json", env={"STRESS_DB": str(tmp_path / "s")})
     assert out.returncode == 0 and list(json.loads(out.stdout)["symbols"]) == ["MES", "MNQ"]
@@ -143,3 +144,74 @@ def test_run_imports_none_of_the_services_heavy_modules(tmp_path):
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
                          env={**env, "STRESS_DB": str(tmp_path / "s.db")}, timeout=120)
     assert out.stdout.split() == ["0", "[]"], out.stderr
+
+
+def _two_scenarios(tmp_path: Path) -> dict[str, str]:
+    """flash_crash_lite plus a GBP-only event file; the history pack blocked by name."""
+    extra = tmp_path / "gbp.yaml"
+    extra.write_text(yaml.safe_dump({
+        "scenario_name": "gbp_only", "event_date": "2016-10-07", "price_shock_pct": 0,
+        "symbol_shocks": {"6B*": -0.09}, "ramp_sec": 10, "duration_sec": 60,
+        "source": "BIS Markets Committee Papers No 9"}))
+    return {"STRESS_SCENARIOS": str(extra), "STRESS_DISABLE_PLUGINS": "history",
+            "STRESS_DB": str(tmp_path / "s.db")}
+
+
+def test_run_several_scenarios_prints_one_row_each_and_kills_once(tmp_path):
+    env = _two_scenarios(tmp_path)
+    path = tmp_path / "book.yaml"
+    path.write_text(yaml.safe_dump(book(position(quantity=6, var=3000), position(
+        symbol="6BZ6", quantity=1, price=1.27, spread=0.0001, multiplier=62500))))
+    out = cli("run", "--scenario", "flash_crash_lite,gbp_only", "--book", str(path), env=env)
+    assert out.returncode == 1, out.stderr
+    lines = out.stdout.splitlines()
+    assert lines[0].startswith("2 scenarios on one book snapshot (2 symbols)")
+    assert lines[2].split() == ["SCENARIO", "STATUS", "WORST", "P&L", "DRAWDOWN", "BREACHES",
+                                "HEADROOM", "BINDING"]
+    # flash_crash_lite: MES 5,411.25 + 6B 2,381.25 + its 3x half spread 9.375 (loss 7,801.875)
+    assert lines[3].split()[:4] == ["flash_crash_lite", "BREACHED", "-7,801.88", "7.802%"]
+    # gbp_only: 1 x 62,500 x 1.27 x 0.09 = 7,143.75 + 3.125, and MES only its half spread 3.75
+    assert lines[4].split()[:4] == ["gbp_only", "BREACHED", "-7,150.62", "7.151%"]
+    # the book binds first: its loss adds MES's half spread to 6B's
+    assert lines[4].split()[-1] == "PORTFOLIO"
+    assert "BREACH in flash_crash_lite, gbp_only: KILL_SWITCH triggered once" in out.stdout
+    assert out.stderr.count("KILL_SWITCH triggered") == 1
+    assert "scenario=flash_crash_lite,gbp_only" in out.stderr
+    # each run's alerts were sent before the exit (no routing key: PagerDuty says disabled)
+    with Store(env["STRESS_DB"]) as store:
+        rows = store.deliveries_list(newest_first=False)
+        runs = {r["run_id"]: r["scenario"] for r in store.runs_since("2000-01-01T00:00:00Z")}
+    assert sorted(runs.values()) == ["flash_crash_lite", "gbp_only"]
+    assert sorted(r.run_id for r in rows if r.sink == "pagerduty") == sorted(runs)
+    assert {(r.status, r.outcome) for r in rows if r.sink == "pagerduty"} == {
+        ("delivered", "disabled")}
+
+
+def test_run_all_json_lists_every_scenario_and_exits_0_when_nothing_breaches(tmp_path):
+    env = _two_scenarios(tmp_path)
+    out = cli("run", "--all", "--json", env=env)
+    assert out.returncode == 0, out.stderr
+    results = json.loads(out.stdout)
+    assert [r["scenario"] for r in results] == ["flash_crash_lite", "gbp_only"]
+    assert results[0]["symbols"]["MES"]["worst_pnl"] == -9018.75  # the demo book, as above
+    assert results[1]["symbols"]["MES"]["worst_pnl"] == -6.25  # not moved: half its spread
+    assert cli("run", "--all", "--scenario", "gbp_only", env=env).returncode == 2
+    out = cli("run", "--scenario", "flash_crash_lite,nope", env=env)
+    assert out.returncode == 2 and "unknown scenario" in out.stderr
+    out = cli("run", "--all", "--book", str(tmp_path / "missing.yaml"), env=env)
+    assert out.returncode == 2  # no book: every scenario failed, none passed
+    assert [line.split()[:2] for line in out.stdout.splitlines()[3:5]] == [
+        ["flash_crash_lite", "FAILED"], ["gbp_only", "FAILED"]]
+    assert out.stderr.count("stress-runner: error: stress run") == 2  # one line per failed run
+
+
+def test_scenarios_table_shows_event_date_moves_and_source(tmp_path):
+    out = cli("scenarios", env=_two_scenarios(tmp_path))
+    assert out.returncode == 0, out.stderr
+    header, *rows = out.stdout.splitlines()
+    assert header.split()[:4] == ["SCENARIO", "EVENT", "DATE", "MOVES"]
+    gbp = next(r for r in rows if r.startswith("gbp_only"))
+    assert "2016-10-07" in gbp and "6B* -9%" in gbp and "BIS Markets Committee Papers No 9" in gbp
+    assert "10 s to the trough" in gbp
+    lite = next(r for r in rows if r.startswith("flash_crash_lite"))
+    assert "* -3%" in lite and "flash_crash.yaml" in lite  # no source: the file instead
