@@ -22,7 +22,7 @@ from stress_plugin.errors import ConfigError, RunFailure
 from stress_plugin.limits import check_limits
 from stress_plugin.metrics import Metrics
 from stress_plugin.plugins import Plugins
-from stress_plugin.runner import DEFAULT_SCENARIO, StressRunner
+from stress_plugin.runner import DEFAULT_SCENARIO, StressRunner, summary
 from stress_plugin.scheduler import check_schedule
 from stress_plugin.settings import Settings
 from stress_plugin.store import Store
@@ -98,25 +98,36 @@ class StressService:
             symbols: list[str] | None = None,
             scheduled_for: datetime | None = None) -> StressResult:
         """One run, never overlapping another; stored and counted before it returns."""
-        chosen = self.runner.scenario(scenario or self.config.scenarios[0])
+        return self.run_many(trigger=trigger, scenarios=[scenario or self.config.scenarios[0]],
+                             symbols=symbols, scheduled_for=scheduled_for)[0]
+
+    def run_many(self, *, trigger: str, scenarios: list[str], symbols: list[str] | None = None,
+                 scheduled_for: datetime | None = None) -> list[StressResult]:
+        """Each scenario on one snapshot of the book (``StressRunner.run_many``: one
+        KILL_SWITCH for all), never overlapping another run; stored and counted per scenario."""
+        chosen = [self.runner.scenario(name) for name in scenarios]
         with self._run_lock:
             # the --book file is read at every run (it is the live book), else the hooks answer
-            result = self.runner.run_once(
-                book=self.book_path, scenario=chosen, symbols=symbols, trigger=trigger,
+            results = self.runner.run_many(
+                book=self.book_path, scenarios=chosen, symbols=symbols, trigger=trigger,
                 scheduled_for=iso_utc(scheduled_for) if scheduled_for else None)
-        self.metrics.observe_run(result, trigger, time.time())
+        self.metrics.observe_runs(results, trigger, time.time())
         self._refresh_gauges()
-        return result
+        return results
 
     def scheduled_run(self, fire_time: datetime) -> None:
-        """The scheduler's job: every configured scenario, keyed by the scheduled UTC time."""
+        """The scheduler's job: every configured scenario on one book snapshot, each keyed by
+        (scenario, scheduled UTC time) so a slot another worker ran is skipped."""
+        todo = []
         for name in self.config.scenarios:
             if self.store.has_scheduled_run(name, iso_utc(fire_time)):
                 log.warning("scheduled run of %s at %s already done by another worker; skipped",
                             name, iso_utc(fire_time))
                 self.duplicate_runs += 1
                 continue
-            self.run(trigger="schedule", scenario=name, scheduled_for=fire_time)
+            todo.append(name)
+        if todo:
+            self.run_many(trigger="schedule", scenarios=todo, scheduled_for=fire_time)
 
     # -- config, limits, halt -------------------------------------------------------------------
 
@@ -209,6 +220,8 @@ class StressService:
             "total_breaches": totals["breaches"],
             "scenarios": sorted(self.runner.scenarios()),
             "scheduled_scenarios": list(self.config.scenarios),
+            "scenario_results": {name: summary(result) for name, result
+                                 in self.store.latest_results().items()},
             "halted": self.halt() is not None,
             "halt": self.halt(),
             "book": str(self.book_path) if self.book_path else "stress_book hook",

@@ -550,15 +550,15 @@ class Store:
         rows = self._query("SELECT trigger, scheduled_for, result, symbols, symbol_columns"
                            " FROM runs WHERE timestamp >= ? ORDER BY timestamp DESC, rowid DESC",
                            (since,))
+        return [_stored_result(r) for r in rows]
 
-        results = []
-        for r in rows:
-            data = json.loads(r["result"])
-            data["symbols"] = _stored_symbols(r).to_dict()
-            # to_dict()'s key order, then where the run came from
-            results.append({**{k: data[k] for k in _RESULT_KEYS}, "trigger": r["trigger"],
-                            "scheduled_for": r["scheduled_for"]})
-        return results
+    def latest_results(self) -> dict[str, dict[str, Any]]:
+        """The newest run of each scenario, as ``runs_since`` gives it, by scenario name."""
+        rows = self._query(
+            "SELECT scenario, trigger, scheduled_for, result, symbols, symbol_columns"
+            " FROM runs AS r WHERE rowid = (SELECT rowid FROM runs WHERE scenario = r.scenario"
+            " ORDER BY timestamp DESC, rowid DESC LIMIT 1) ORDER BY scenario")
+        return {r["scenario"]: _stored_result(r) for r in rows}
 
     def run_totals(self) -> dict[str, int]:
         row = self._query("SELECT COUNT(*) AS runs, COALESCE(SUM(breach_count), 0) AS breaches,"
@@ -743,3 +743,12 @@ def _symbol_columns(result: StressResult) -> tuple[list[str], np.ndarray]:
 def _json(value: Any) -> str:
     """Compact JSON; a NaN or Infinity is a bug here, never written (it broke start-ups)."""
     return json.dumps(value, separators=(",", ":"), allow_nan=False)
+
+
+def _stored_result(row: Any) -> dict[str, Any]:
+    """A stored run as ``to_dict()`` gave it, then where the run came from."""
+    data = json.loads(row["result"])
+    data["symbols"] = _stored_symbols(row).to_dict()
+    # to_dict()'s key order, then where the run came from
+    return {**{k: data[k] for k in _RESULT_KEYS}, "trigger": row["trigger"],
+            "scheduled_for": row["scheduled_for"]}

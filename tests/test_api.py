@@ -323,3 +323,75 @@ def test_metrics_after_a_restart_show_the_last_stored_run(make_service, book_fil
     assert samples[("stress_headroom_ratio", (("scenario", "flash_crash_lite"),))] == result[
         "headroom"]
     assert samples[("stress_symbols_tested", ())] == 2
+
+
+class TwoMoreScenarios:
+    """A pack offering two scenarios as mappings: one that breaches this book, one that not."""
+
+    @hookimpl
+    def stress_scenarios(self) -> list[dict]:
+        return [{"scenario_name": "mnq_gap", "price_shock_pct": 0,
+                 "symbol_shocks": {"MNQ*": -0.30}, "ramp_sec": 10, "duration_sec": 60},
+                {"scenario_name": "calm", "price_shock_pct": -0.001}]
+
+
+class CountingBus:
+    def __init__(self) -> None:
+        self.events: list = []
+
+    @hookimpl
+    def stress_bus_publish(self, event) -> None:
+        self.events.append(event)
+
+
+def test_scheduled_scenarios_run_on_one_book_with_one_kill_switch_shown_per_scenario(
+        make_service, book_file):
+    from datetime import UTC, datetime
+
+    bus = CountingBus()
+    service = make_service(TwoMoreScenarios(), bus, book_path=book_file)
+    service.update_config({"scenarios": ["flash_crash_lite", "mnq_gap", "calm"]}, "test")
+    slot = datetime(2026, 11, 25, 16, 0, 5, tzinfo=UTC)
+    service.scheduled_run(slot)
+    runs = service.store.runs_since("2000-01-01T00:00:00Z")
+    assert sorted((r["scenario"], r["scheduled_for"]) for r in runs) == [
+        ("calm", "2026-11-25T16:00:05Z"), ("flash_crash_lite", "2026-11-25T16:00:05Z"),
+        ("mnq_gap", "2026-11-25T16:00:05Z")]
+    # 2 MNQ x $2 x 6,300 = 25,200 > 5% of 200,000: only mnq_gap breaches; one event
+    assert [e.scenario for e in bus.events if e.type == "KILL_SWITCH"] == ["mnq_gap"]
+    # episodes are per scenario: only mnq_gap's run opens one
+    assert {r["scenario"]: r["episode"] == r["run_id"] for r in runs} == {
+        "flash_crash_lite": False, "mnq_gap": True, "calm": False}
+
+    status = Api(service)("GET", "/api/v1/stress/status").json()
+    rows = status["scenario_results"]
+    assert set(rows) == {"flash_crash_lite", "mnq_gap", "calm"}
+    # the book binds first: it adds MES's half spread to MNQ's loss
+    assert rows["mnq_gap"]["status"] == "breached"
+    assert rows["mnq_gap"]["binding_symbol"] == "PORTFOLIO"
+    # the book: 25,200 and both half spreads, MNQ 0.5 x 0.5 x 2 x 2 and MES 0.5 x 0.25 x 5 x 5
+    assert rows["mnq_gap"]["worst_pnl"] == pytest.approx(-25200 - 1.0 - 3.125)
+    assert rows["calm"]["status"] == "passed" and rows["calm"]["breach_count"] == 0
+    text = Api(service)("GET", "/metrics").text
+    for name in ("flash_crash_lite", "mnq_gap", "calm"):
+        assert f'stress_runs_total{{scenario="{name}",trigger="schedule"}} 1.0' in text
+    assert 'stress_breaches_total{scenario="mnq_gap"} 2.0' in text  # MNQ and PORTFOLIO
+    assert "stress_kill_switch_total 1.0" in text
+
+    service.scheduled_run(slot)  # the same slot again: every scenario already done
+    assert len(service.store.runs_since("2000-01-01T00:00:00Z")) == 3
+    assert service.duplicate_runs == 3
+
+
+def test_two_breaching_scheduled_scenarios_count_one_kill_switch(make_service, book_file):
+    from datetime import UTC, datetime
+
+    bus = CountingBus()
+    service = make_service(TwoMoreScenarios(), bus, book_path=book_file)
+    book_file.write_text(yaml.safe_dump(book(position(quantity=6, var=3000),
+                                             position("MNQ", 2, 21000, 0.5, 2))))
+    service.update_config({"scenarios": ["flash_crash_lite", "mnq_gap"]}, "test")
+    service.scheduled_run(datetime(2026, 11, 25, 17, 0, 5, tzinfo=UTC))
+    events = [e for e in bus.events if e.type == "KILL_SWITCH"]
+    assert [e.scenario for e in events] == ["flash_crash_lite,mnq_gap"]
+    assert "stress_kill_switch_total 1.0" in Api(service)("GET", "/metrics").text
