@@ -142,11 +142,6 @@ class StressScenario:
         """What the profile g(t) depends on: recovery, steps, ramp steps, hold steps."""
         return (self.recovery_type, self.steps, self.ramp_steps, self.hold_steps)
 
-    def moved(self) -> list[str]:
-        """What the scenario moves, for listings: symbol_shocks keys, or '*' for everything."""
-        keys = [k for k, v in self.symbol_shocks.items() if v != 0]
-        return keys if self.price_shock_pct == 0 else ["*", *keys]
-
     def to_dict(self) -> dict[str, Any]:
         return {
             "scenario_name": self.name,
@@ -185,9 +180,10 @@ class SymbolMap:
     model.md's precedence: an exact key, else the longest matching pattern, else the first
     matching one in the file, else ``default``.
 
-    Each distinct symbol is resolved once and remembered, so a run costs one dictionary
-    look-up per symbol however many patterns the scenario has; a scenario without patterns
-    keeps the plain column comparisons.
+    Each distinct symbol is resolved once and remembered, so a run costs at most one
+    dictionary look-up per symbol however many patterns the scenario has, and nothing but a
+    list comparison when the book's symbols are those of the last run; a scenario without
+    patterns keeps the plain column comparisons.
     """
 
     _MEMO_LIMIT = 1_000_000
@@ -201,6 +197,8 @@ class SymbolMap:
         self.patterns: list[tuple[re.Pattern[str], float]] = [
             (re.compile(fnmatch.translate(k)), v) for _, _, k, v in ranked]
         self._memo: dict[str, float] = {}
+        self._last: tuple[list[str], np.ndarray] | None = None
+        """The last symbol list resolved and its values: a run on an unchanged book reuses it."""
 
     def value(self, symbol: str) -> float:
         """The value for one symbol."""
@@ -218,14 +216,21 @@ class SymbolMap:
             for symbol, value in self.exact.items():
                 out[symbols == symbol] = value
             return out
-        memo = self._memo
         names = symbols.tolist()
-        missing = [s for s in names if s not in memo]
-        if missing:
-            if len(memo) + len(missing) > self._MEMO_LIMIT:
+        last = self._last
+        if last is not None and last[0] == names:  # the same book again: no look-ups at all
+            return last[1].copy()
+        memo = self._memo
+        values = list(map(memo.get, names))  # one hash per symbol
+        if None in values:  # symbols not seen before: resolve each once
+            if len(memo) + values.count(None) > self._MEMO_LIMIT:
                 memo.clear()
-            memo.update((s, self.value(s)) for s in missing)
-        return np.fromiter(map(memo.__getitem__, names), dtype=np.float64, count=len(names))
+            for i, value in enumerate(values):
+                if value is None:
+                    values[i] = memo[names[i]] = self.value(names[i])
+        out = np.array(values, dtype=np.float64)
+        self._last = (names, out.copy())
+        return out
 
 
 def _text(src: str, data: Mapping[str, Any], field: str) -> str:

@@ -326,9 +326,12 @@ class RiskEvent:
 
     type: Literal["KILL_SWITCH", "RESET"]
     scenario: str
+    """The scenario; several, comma-separated, when one event covers the runs of many
+    scenarios on one book snapshot (``run --all``, the scheduled scenarios)."""
     symbols: tuple[str, ...]
-    """The breached symbols (may include PORTFOLIO)."""
+    """The breached symbols (may include PORTFOLIO), each once across those runs."""
     run_id: str
+    """The run (the first breaching one, for many scenarios; ``reason`` names each)."""
     timestamp: str
     """ISO 8601 UTC."""
     reason: str = ""
