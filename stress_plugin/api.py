@@ -12,7 +12,7 @@ import ipaddress
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi.concurrency import run_in_threadpool
@@ -44,6 +44,7 @@ class ConfigPatch(BaseModel):
     max_symbols: StrictInt | None = None
     max_runtime_ms: StrictFloat | StrictInt | None = None
     scenarios: list[str] | None = None
+    kill_mode: Literal["halt", "reduce"] | None = None
 
 
 class LimitsPatch(BaseModel):

@@ -47,6 +47,10 @@ class Metrics:
                               "(<= 1 breaches).", ["scenario"], registry=r)
         self.kill_switches = Counter("stress_kill_switch_total", "KILL_SWITCH events published.",
                                      registry=r)
+        self.kill_unconfirmed = Counter(
+            "stress_kill_switch_unconfirmed_total", "KILL_SWITCH events the host's trading state "
+            "did not confirm within STRESS_KILL_CONFIRM_S (each also paged on its own).",
+            registry=r)
         self.alerts = Counter("stress_alerts_total", "Alert delivery attempts by sink and "
                               "outcome (ok, deferred, error, timeout, rejected, or the sink's "
                               "own word such as disabled).",
@@ -80,6 +84,8 @@ class Metrics:
         self.runs.labels(result.scenario, trigger).inc()
         if result.kill_switch and count_kill_switch:
             self.kill_switches.inc()
+        if result.kill_switch_confirmed is False:
+            self.kill_unconfirmed.inc()
         if result.status == "failed":  # no metrics to show: the gauges keep the last real run
             self.failed_runs.labels(result.scenario, result.failure).inc()
             return

@@ -45,6 +45,8 @@ from stress_plugin.store import Store
 log = logging.getLogger("stress_runner")
 
 DEFAULT_SCENARIO = "flash_crash_lite"
+_CONFIRM_POLL_S = 0.05
+"""Sleep between two reads of the host's trading state while confirming a switch."""
 
 
 class StressRunner:
@@ -127,16 +129,28 @@ class StressRunner:
 
     def reset(self, actor: str, reason: str | None = None) -> dict[str, Any] | None:
         """Clear the halt latch (audited with ``actor`` and ``reason``), then tell the host bus
-        with a ``RESET`` event; returns the halt that was cleared, if any."""
+        with a ``RESET`` event and read the host's state back to ``ACTIVE``; returns the halt
+        that was cleared, if any, with ``reset_confirmed`` (True, False, or None when no host
+        can answer)."""
         cleared = self.store.halt_clear(actor, reason)
         if cleared is not None:
             log.warning("circuit reset by %s: trading halt of run %s cleared (%s)", actor,
                         cleared["run_id"], reason or "no reason given")
             self.plugins.bus_publish(RiskEvent(
                 type="RESET", scenario=cleared["scenario"], symbols=tuple(cleared["symbols"]),
-                run_id=cleared["run_id"], timestamp=_iso_now(),
+                run_id=cleared["run_id"], timestamp=_iso(self.now()),
                 reason=f"reset by {actor}: {reason or 'no reason given'}"))
+            confirmed = self._confirm(("ACTIVE",))
+            if confirmed is False:
+                log.critical("RESET UNCONFIRMED: the host did not show ACTIVE within %g s "
+                             "after the reset of run %s", self.settings.stress_kill_confirm_s,
+                             cleared["run_id"])
+            cleared = {**cleared, "reset_confirmed": confirmed}
         return cleared
+
+    def now(self) -> datetime:
+        """The host's time (``stress_clock``, e.g. a backtest's simulated time), else UTC now."""
+        return self.plugins.clock() or datetime.now(UTC)
 
     # -- the run ------------------------------------------------------------------------------
 
@@ -205,7 +219,9 @@ class StressRunner:
         if tripped:
             results = [replace(r, kill_switch=True) if r.run_id in tripped else r
                        for r in results]
-            self._kill_switch([r for r in results if r.run_id in tripped])
+            confirmed = self._kill_switch([r for r in results if r.run_id in tripped])
+            results = [replace(r, kill_switch_confirmed=confirmed) if r.run_id in tripped else r
+                       for r in results]
         halted = self.halt() is not None
         results = [replace(r, halted=halted) for r in results]
         sinks = self.plugins.sinks()
@@ -226,7 +242,7 @@ class StressRunner:
              ) -> StressResult:
         """One scenario on the prepared book: limits, engine, evaluators, timing, log. What
         it cannot have fails this run; nothing is published, stored or alerted here."""
-        now = datetime.now(UTC)
+        now = self.now()
         run_id = f"{now.strftime('%Y%m%dT%H%M%SZ')}-{secrets.token_hex(4)}"
         stub = StressResult(run_id=run_id, scenario=chosen.name,
                             timestamp=now.strftime("%Y-%m-%dT%H:%M:%SZ"), symbols_tested=0,
@@ -340,9 +356,10 @@ class StressRunner:
             self._profiles[key] = engine.recovery_profile(*key)
         return self._profiles[key]
 
-    def _kill_switch(self, results: Sequence[StressResult]) -> None:
+    def _kill_switch(self, results: Sequence[StressResult]) -> bool | None:
         """Halt first: ONE event, published on the bus and latched before any run is stored or
-        any sink runs; a bus that nobody accepted is loud.
+        any sink runs; a bus that nobody accepted is loud. Then the host's state is read back:
+        whether it confirmed the switch (None when no host can say).
 
         For several runs (``run_many``) ``scenario`` names them all, comma-separated,
         ``symbols`` is every breached symbol once, ``run_id`` is the first run's and
@@ -355,10 +372,12 @@ class StressRunner:
                                 for r in results)
         names = ",".join(r.scenario for r in results)
         symbols = tuple(dict.fromkeys(s for r in results for s in r.breached_symbols))
+        mode = self.settings.stress_kill_mode
         event = RiskEvent(type="KILL_SWITCH", scenario=names, symbols=symbols,
-                          run_id=first.run_id, timestamp=first.timestamp, reason=reason)
-        log.critical("KILL_SWITCH triggered: scenario=%s symbols=%s run_id=%s (%s)",
-                     names, ",".join(symbols), first.run_id, reason)
+                          run_id=first.run_id, timestamp=first.timestamp, reason=reason,
+                          mode=mode)
+        log.critical("KILL_SWITCH triggered: scenario=%s symbols=%s run_id=%s mode=%s (%s)",
+                     names, ",".join(symbols), first.run_id, mode, reason)
         deliveries = self.plugins.bus_publish(event)
         if not any(d.error is None for d in deliveries):
             log.critical("KILL_SWITCH for run %s reached no bus: %s", first.run_id,
@@ -366,6 +385,33 @@ class StressRunner:
         self.store.halt_set({"reason": reason, "since": first.timestamp,
                              "run_id": first.run_id, "scenario": names,
                              "symbols": list(symbols)})
+        # REDUCING is asked for with mode=reduce, but a host that HALTED did more, not less
+        wanted = ("HALTED",) if mode == "halt" else ("REDUCING", "HALTED")
+        confirmed = self._confirm(wanted)
+        if confirmed is False:
+            log.critical("KILL_SWITCH UNCONFIRMED: scenario=%s run_id=%s: the host did not show "
+                         "%s within %g s (STRESS_KILL_CONFIRM_S); paging separately", names,
+                         first.run_id, wanted[0], self.settings.stress_kill_confirm_s)
+        return confirmed
+
+    def _confirm(self, wanted: tuple[str, ...]) -> bool | None:
+        """Read ``stress_trading_state`` until it shows one of ``wanted`` (True) or
+        STRESS_KILL_CONFIRM_S passes (False); None at once when no plugin implements it. The
+        wait never exceeds the deadline, and no sink is waited for."""
+        deadline = time.monotonic() + self.settings.stress_kill_confirm_s
+        while True:
+            answer = self.plugins.trading_state()
+            if answer is None:
+                return None
+            plugin, state = answer
+            if state in wanted:
+                return True
+            left = deadline - time.monotonic()
+            if left <= 0:
+                log.error("trading state from plugin %s is %s, not %s", plugin,
+                          state or "unknown", " or ".join(wanted))
+                return False
+            time.sleep(min(_CONFIRM_POLL_S, left))
 
 
 def _trip_reason(result: StressResult, limit: int = 20) -> str:
@@ -453,6 +499,6 @@ def _check_finite(out: engine.EngineOutput, arrays: BookArrays) -> None:
                              "small to stress")
 
 
-def _iso_now() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+def _iso(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 

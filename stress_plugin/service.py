@@ -34,6 +34,7 @@ ENV_CONFIG = {
     "market_hours_only": "market_hours_only",
     "stress_max_symbols": "max_symbols",
     "stress_max_runtime_ms": "max_runtime_ms",
+    "stress_kill_mode": "kill_mode",
 }
 """Settings that are also live config: the environment variable's field -> the config field."""
 
@@ -50,6 +51,8 @@ class ServiceConfig:
     max_runtime_ms: float = 50.0
     scenarios: tuple[str, ...] = (DEFAULT_SCENARIO,)
     """Scenarios each scheduled run stresses, in order."""
+    kill_mode: str = "halt"
+    """What a KILL_SWITCH asks of the host: ``halt`` or ``reduce`` (STRESS_KILL_MODE)."""
 
     def to_dict(self) -> dict[str, Any]:
         return {name: list(v) if isinstance(v, tuple) else v
@@ -60,7 +63,8 @@ class ServiceConfig:
         return cls(enabled=settings.stress_enabled,
                    market_hours_only=settings.market_hours_only,
                    max_symbols=settings.stress_max_symbols,
-                   max_runtime_ms=settings.stress_max_runtime_ms)
+                   max_runtime_ms=settings.stress_max_runtime_ms,
+                   kill_mode=settings.stress_kill_mode)
 
 
 class StressService:
@@ -305,6 +309,7 @@ class StressService:
         self.runner.settings = self.settings.model_copy(update={
             "stress_max_symbols": self.config.max_symbols,
             "stress_max_runtime_ms": self.config.max_runtime_ms,
+            "stress_kill_mode": self.config.kill_mode,
         })
 
     def _scheduler_counts(self) -> dict[str, int]:
@@ -365,6 +370,9 @@ def _check_config(data: dict[str, Any], *, known: set[str]) -> ServiceConfig:
     if not isinstance(scenarios, list | tuple) or not scenarios or not all(
             isinstance(s, str) for s in scenarios):
         raise ConfigError(src, "scenarios", scenarios, "must be a non-empty list of names")
+    kill_mode = data.get("kill_mode", "halt")  # absent from configs stored before it existed
+    if kill_mode not in ("halt", "reduce"):
+        raise ConfigError(src, "kill_mode", kill_mode, "must be halt or reduce")
     unknown = [s for s in scenarios if s not in known]
     if unknown:
         raise ConfigError(src, "scenarios", unknown,
@@ -377,6 +385,7 @@ def _check_config(data: dict[str, Any], *, known: set[str]) -> ServiceConfig:
         max_symbols=integer("max_symbols", 1, 10_000_000),
         max_runtime_ms=float(runtime),
         scenarios=tuple(dict.fromkeys(scenarios)),
+        kill_mode=kill_mode,
     )
 
 

@@ -58,6 +58,12 @@ class Settings(BaseSettings):
     """STRESS_ALERT_RETRY_MAX_S: the longest delay between two attempts of one delivery."""
     stress_on_failure: Literal["page", "halt"] = "page"
     """STRESS_ON_FAILURE: a failed run always pages; ``halt`` also trips the KILL_SWITCH."""
+    stress_kill_mode: Literal["halt", "reduce"] = "halt"
+    """STRESS_KILL_MODE: what a KILL_SWITCH asks of the host: ``halt`` (no new orders) or
+    ``reduce`` (only orders that reduce a position)."""
+    stress_kill_confirm_s: float = Field(5.0, ge=0, le=60)
+    """STRESS_KILL_CONFIRM_S: how long the runner reads the host's trading state back after a
+    KILL_SWITCH or RESET before it calls the switch unconfirmed (and pages)."""
 
     @field_validator("pd_events_url")
     @classmethod

@@ -32,8 +32,8 @@ SYMBOL_COLUMNS = ("worst_pnl", "drawdown_pct", "var_ratio", "delta_change", "hea
 """The per-symbol metrics a stored run keeps as float64 columns, in this order."""
 _RESULT_KEYS = ("run_id", "scenario", "status", "error", "failure", "timestamp", "book_source",
                 "symbols_tested", "breach_count", "breached_symbols", "breaches", "kill_switch",
-                "halted", "runtime_ms", "headroom", "limits", "limit_sources", "portfolio",
-                "episode", "resolves", "symbols", "skipped_symbols")
+                "halted", "kill_switch_confirmed", "runtime_ms", "headroom", "limits",
+                "limit_sources", "portfolio", "episode", "resolves", "symbols", "skipped_symbols")
 _RUN_COLUMNS = ("run_id", "timestamp", "scenario", "status", "failure", "trigger",
                 "scheduled_for", "breach_count", "kill_switch", "headroom", "runtime_ms",
                 "result", "symbols", "symbol_columns", "prices")
@@ -749,6 +749,7 @@ def _stored_result(row: Any) -> dict[str, Any]:
     """A stored run as ``to_dict()`` gave it, then where the run came from."""
     data = json.loads(row["result"])
     data["symbols"] = _stored_symbols(row).to_dict()
+    data.setdefault("kill_switch_confirmed", None)  # stored before it was checked
     # to_dict()'s key order, then where the run came from
     return {**{k: data[k] for k in _RESULT_KEYS}, "trigger": row["trigger"],
             "scheduled_for": row["scheduled_for"]}

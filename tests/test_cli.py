@@ -100,7 +100,8 @@ def test_plugins_lists_name_distribution_version_hooks():
     assert plugins["riskagent_v2"]["distribution"] == "stress-plugin"
     assert plugins["riskagent_v2"]["hooks"] == ["stress_evaluate"]
     assert plugins["flash_crash"]["distribution"] == "stress-pack-flash-crash"
-    assert plugins["embedded_host"]["hooks"] == ["stress_book", "stress_bus_publish"]
+    assert plugins["embedded_host"]["hooks"] == ["stress_book", "stress_bus_publish",
+                                                "stress_trading_state"]
     assert plugins["pagerduty"]["hooks"] == ["stress_alert"]
     table = cli("plugins", env={"STRESS_DISABLE_PLUGINS": "pagerduty"}).stdout
     assert "NAME" in table and "pagerduty" not in table.splitlines()[1:-1][0]

@@ -491,3 +491,26 @@ def test_example_webhook_sink_posts_breaches_and_failures(pd: FakePagerDuty,
     with pytest.raises(module.WebhookError):
         module.stress_alert(failed("f1"), delivery)
     assert "Stress run failed" in json.loads(pd.requests[-1].raw)["text"]
+
+
+def test_unconfirmed_kill_switch_is_its_own_critical_page(pd: FakePagerDuty,
+                                                          outbox: Outbox) -> None:
+    from dataclasses import replace
+
+    outbox.alert(replace(result("run-9", ["MES"]), kill_switch_confirmed=False, halted=True))
+
+    unconfirmed, breach = pd.accepted()
+    assert unconfirmed["dedup_key"] == "stress_runner/flash_crash_lite/unconfirmed/run-9"
+    assert unconfirmed["payload"]["summary"] == \
+        "KILL_SWITCH UNCONFIRMED: flash_crash_lite on MES (run run-9)"
+    assert unconfirmed["payload"]["severity"] == "critical"
+    assert unconfirmed["payload"]["class"] == "stress_kill_switch_unconfirmed"
+    assert unconfirmed["payload"]["custom_details"]["kill_switch_confirmed"] is False
+    assert breach["dedup_key"] == "stress_runner/flash_crash_lite/run-9"  # the episode's own
+
+
+def test_a_confirmed_kill_switch_sends_no_extra_page(pd: FakePagerDuty, outbox: Outbox) -> None:
+    from dataclasses import replace
+
+    outbox.alert(replace(result("run-10", ["MES"]), kill_switch_confirmed=True))
+    assert [e["dedup_key"] for e in pd.accepted()] == ["stress_runner/flash_crash_lite/run-10"]

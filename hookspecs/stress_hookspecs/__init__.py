@@ -10,7 +10,8 @@ failed, never reported as passing). Output hooks are isolated: an exception in o
 ``stress_bus_publish`` or ``stress_alert`` implementation is logged and counted, and the others
 still run.
 
-For the first-answer hooks (``stress_book``, ``stress_limits``) an implementation marked
+For the first-answer hooks (``stress_book``, ``stress_limits``, ``stress_trading_state``,
+``stress_clock``) an implementation marked
 ``trylast=True`` is a default: it is asked only when no other plugin implements the hook, so a
 real host that answers None (or raises) never falls through to it.
 """
@@ -27,6 +28,7 @@ from stress_hookspecs.types import (
     Delivery,
     DeliveryDeferred,
     DeliveryRejected,
+    KillMode,
     Limits,
     Metrics,
     Position,
@@ -34,6 +36,7 @@ from stress_hookspecs.types import (
     RunStatus,
     StressResult,
     SymbolMetrics,
+    TradingState,
 )
 
 PROJECT_NAME = "stress_plugin"
@@ -49,6 +52,7 @@ __all__ = [
     "Delivery",
     "DeliveryDeferred",
     "DeliveryRejected",
+    "KillMode",
     "Limits",
     "Metrics",
     "Position",
@@ -56,14 +60,17 @@ __all__ = [
     "RunStatus",
     "StressResult",
     "SymbolMetrics",
+    "TradingState",
     "hookimpl",
     "hookspec",
     "stress_alert",
     "stress_book",
     "stress_bus_publish",
+    "stress_clock",
     "stress_evaluate",
     "stress_limits",
     "stress_scenarios",
+    "stress_trading_state",
 ]
 
 
@@ -121,8 +128,35 @@ def stress_bus_publish(event: RiskEvent) -> None:
     Called with ``event.type == "KILL_SWITCH"`` on a breach (and on a failed run with
     ``STRESS_ON_FAILURE=halt``) before the run is stored or any alert sink runs, so a slow page
     never delays a halt; with ``"RESET"`` when an operator clears the halt. ``event`` carries
-    the scenario, symbols, run id and timestamp. Every implementation is called; raise to report
-    a failed delivery.
+    the scenario, symbols, run id, timestamp and, for a KILL_SWITCH, the ``mode``: ``halt``
+    (stop all new orders) or ``reduce`` (accept only orders that reduce a position). Every
+    implementation is called; raise to report a failed delivery. The runtime then reads the
+    state back through ``stress_trading_state``.
+    """
+
+
+@hookspec(firstresult=True)
+def stress_trading_state() -> TradingState | str | None:
+    """The host's trading state now: ``ACTIVE``, ``REDUCING`` or ``HALTED``, or None (unknown).
+
+    Called right after a ``KILL_SWITCH`` (and a ``RESET``) has been published, repeatedly with
+    a short sleep, until the answer shows what was asked (``HALTED``, or ``REDUCING`` or
+    ``HALTED`` for ``mode == "reduce"``; ``ACTIVE`` after a RESET) or ``STRESS_KILL_CONFIRM_S``
+    passes. Answer from the trading system itself (what its order checks enforce), not from a
+    copy of the last event. Stops at the first non-None result. With no implementation the
+    run's ``kill_switch_confirmed`` is None; an exception or an unknown answer counts as not
+    confirmed. The embedded host's latch is a ``trylast`` default.
+    """
+
+
+@hookspec(firstresult=True)
+def stress_clock() -> Any:
+    """The host's clock, for hosts whose time is not the wall clock (a backtest).
+
+    Called once at the start of every run and of every RESET, to timestamp the result, its run
+    id and the risk event. Return a timezone-aware ``datetime`` or an ``int`` of UNIX
+    nanoseconds, or None to use the wall clock. Stops at the first non-None result; an
+    exception or any other answer is logged and the wall clock is used.
     """
 
 

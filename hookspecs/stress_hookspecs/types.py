@@ -9,6 +9,12 @@ from typing import Any, Literal
 RunStatus = Literal["passed", "breached", "failed"]
 """How a run ended: within limits, over a limit, or not checked at all (never a pass)."""
 
+TradingState = Literal["ACTIVE", "REDUCING", "HALTED"]
+"""A host's trading state: all orders, only risk-reducing orders, or no new orders."""
+
+KillMode = Literal["halt", "reduce"]
+"""What a KILL_SWITCH asks for: ``halt`` (HALTED) or ``reduce`` (REDUCING)."""
+
 
 @dataclass(frozen=True, slots=True)
 class Position:
@@ -204,6 +210,10 @@ class StressResult:
     ``default``."""
     halted: bool = False
     """Whether trading is halted (the runtime's latch) once this run is done."""
+    kill_switch_confirmed: bool | None = None
+    """After a KILL_SWITCH: True when the host's ``stress_trading_state`` showed the requested
+    state within ``STRESS_KILL_CONFIRM_S``, False when it did not (a separate critical page),
+    None when no host can answer or there was no KILL_SWITCH."""
     episode: str | None = None
     """The incident this run belongs to, kept by the runtime per scenario: for a breached run
     the run id that opened the current run of breaches, for a failed run ``failed/`` and the
@@ -245,6 +255,7 @@ class StressResult:
             "breaches": [b.to_dict() for b in self.breaches],
             "kill_switch": self.kill_switch,
             "halted": self.halted,
+            "kill_switch_confirmed": self.kill_switch_confirmed,
             "runtime_ms": self.runtime_ms,
             "headroom": self.headroom,
             "limits": self.limits.to_dict() if self.limits is not None else None,
@@ -285,7 +296,8 @@ class StressResult:
             error=data.get("error"), failure=data.get("failure"),
             book_source=data.get("book_source", ""),
             limit_sources=dict(data.get("limit_sources") or {}),
-            halted=data.get("halted", False), episode=data.get("episode"),
+            halted=data.get("halted", False),
+            kill_switch_confirmed=data.get("kill_switch_confirmed"), episode=data.get("episode"),
             resolves=tuple(data.get("resolves", ())),
         )
 
@@ -336,6 +348,8 @@ class RiskEvent:
     """ISO 8601 UTC."""
     reason: str = ""
     """One line saying which limits broke."""
+    mode: KillMode = "halt"
+    """KILL_SWITCH only: ``halt`` (no new orders) or ``reduce`` (only risk-reducing orders)."""
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)

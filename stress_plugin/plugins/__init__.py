@@ -15,6 +15,7 @@ import time
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from importlib.metadata import Distribution
 from typing import Any, Protocol
 
@@ -33,7 +34,13 @@ HOOK_NAMES = (
     "stress_evaluate",
     "stress_bus_publish",
     "stress_alert",
+    "stress_trading_state",
+    "stress_clock",
 )
+
+
+TRADING_STATES = ("ACTIVE", "REDUCING", "HALTED")
+"""What ``stress_trading_state`` may answer (a string, case-insensitive)."""
 
 
 class PluginObserver(Protocol):
@@ -198,6 +205,39 @@ class Plugins:
 
     def bus_publish(self, event: RiskEvent) -> list[CallOutcome]:
         return self._deliver_each("stress_bus_publish", {"event": event})
+
+    def trading_state(self) -> tuple[str, str | None] | None:
+        """(plugin, state) from the first host answering ``stress_trading_state``: the state
+        upper-cased, or None when it raised, answered None or something that is not a state;
+        None when no plugin implements the hook (nobody can confirm)."""
+        impls = self._answering("stress_trading_state")
+        if not impls:
+            return None
+        for impl in impls:
+            ok, answer, _ = self._call(impl, "stress_trading_state", {})
+            if not ok or answer is None:
+                continue
+            state = answer.upper() if isinstance(answer, str) else None
+            if state in TRADING_STATES:
+                return impl.plugin_name, state
+            self._fail(impl.plugin_name, "stress_trading_state",
+                       f"answered {_short(answer, 80)}, not one of {', '.join(TRADING_STATES)}")
+        return impls[-1].plugin_name, None
+
+    def clock(self) -> datetime | None:
+        """The host's time from ``stress_clock`` as an aware UTC datetime; None for the wall
+        clock (no host clock, or one that raised or answered something unusable)."""
+        for impl in self._answering("stress_clock"):
+            ok, answer, _ = self._call(impl, "stress_clock", {})
+            if not ok or answer is None:
+                continue
+            if isinstance(answer, datetime) and answer.utcoffset() is not None:
+                return answer.astimezone(UTC)
+            if isinstance(answer, int) and not isinstance(answer, bool) and answer >= 0:
+                return datetime.fromtimestamp(answer / 1e9, UTC)
+            self._fail(impl.plugin_name, "stress_clock", f"answered {_short(answer, 80)}, not "
+                       "an aware datetime or int UNIX nanoseconds; using the wall clock")
+        return None
 
     def sinks(self) -> list[str]:
         """The loaded alert sinks: the plugins implementing ``stress_alert``, in call order."""

@@ -26,7 +26,8 @@ class EmbeddedHost:
         self._lock = threading.Lock()
         self._demo_book: Book | None = None
         self.trading_state = "ACTIVE"
-        """``HALTED`` after a KILL_SWITCH, ``ACTIVE`` again after a RESET."""
+        """``HALTED`` (``REDUCING`` with mode reduce) after a KILL_SWITCH, ``ACTIVE`` again
+        after a RESET."""
 
     @hookimpl(trylast=True)
     def stress_book(self) -> Book:
@@ -41,12 +42,18 @@ class EmbeddedHost:
     @hookimpl(trylast=True)
     def stress_bus_publish(self, event: RiskEvent) -> None:
         if event.type == "KILL_SWITCH":
-            self.trading_state = "HALTED"
-            log.critical("trading halted by KILL_SWITCH: scenario=%s symbols=%s run_id=%s",
-                         event.scenario, ",".join(event.symbols), event.run_id)
+            self.trading_state = "REDUCING" if event.mode == "reduce" else "HALTED"
+            log.critical("trading %s by KILL_SWITCH: scenario=%s symbols=%s run_id=%s",
+                         self.trading_state.lower(), event.scenario, ",".join(event.symbols),
+                         event.run_id)
         elif event.type == "RESET":
             self.trading_state = "ACTIVE"
             log.warning("trading resumed after RESET of run %s: %s", event.run_id, event.reason)
+
+    @hookimpl(trylast=True)
+    def stress_trading_state(self) -> str:
+        """The state this stand-in bus was put in, so a KILL_SWITCH is confirmed by it."""
+        return self.trading_state
 
 
 host = EmbeddedHost()

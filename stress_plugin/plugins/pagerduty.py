@@ -102,6 +102,8 @@ class PagerDutyAlerter:
             events += [{"event_action": "resolve",
                         "dedup_key": make_dedup_key(report.scenario, episode)}
                        for episode in report.resolves]
+        if report.kill_switch_confirmed is False:
+            events.append(self.unconfirmed_event(report))
         if report.status != "passed" and report.episode is not None:
             key = make_dedup_key(report.scenario, report.episode)
             events.append(self.failure_event(report, key) if report.status == "failed"
@@ -133,6 +135,38 @@ class PagerDutyAlerter:
         event = self._trigger(report, dedup_key, breach_summary(report.scenario, symbols),
                               "critical", "stress_breach", details)
         _fit(event)
+        return event
+
+    def unconfirmed_event(self, report: StressResult) -> dict[str, Any]:
+        """A KILL_SWITCH the host did not confirm: its own critical incident, keyed by the run
+        (``stress_runner/<scenario>/unconfirmed/<run_id>``), so it is never folded into the
+        breach episode's hourly updates."""
+        summary = unconfirmed_summary(report.scenario, report.breached_symbols, report.run_id)
+        payload: dict[str, Any] = {
+            "summary": summary,
+            "severity": "critical",
+            "source": SOURCE,
+            "component": SOURCE,
+            "group": report.scenario,
+            "class": "stress_kill_switch_unconfirmed",
+            "custom_details": {
+                "scenario": report.scenario,
+                "run_id": report.run_id,
+                "timestamp": report.timestamp,
+                "symbols": report.breached_symbols[:100],
+                "kill_switch_confirmed": False,
+                "halted": report.halted,
+            },
+        }
+        if _is_iso_timestamp(report.timestamp):
+            payload["timestamp"] = report.timestamp
+        event: dict[str, Any] = {
+            "event_action": "trigger",
+            "dedup_key": make_dedup_key(report.scenario, f"unconfirmed/{report.run_id}"),
+            "payload": payload,
+        }
+        if self.links:
+            event["links"] = self.links
         return event
 
     def failure_event(self, report: StressResult, dedup_key: str) -> dict[str, Any]:
@@ -266,6 +300,17 @@ def breach_summary(scenario: str, symbols: list[str]) -> str:
     if len(text) <= SUMMARY_MAX:
         return text
     return text[: SUMMARY_MAX - 3] + "..."  # the scenario name alone is too long
+
+
+def unconfirmed_summary(scenario: str, symbols: list[str], run_id: str) -> str:
+    """``KILL_SWITCH UNCONFIRMED: <scenario> on A, B (run <id>)``, at most 1024 characters."""
+    suffix = f" (run {run_id})"
+    on = breach_summary(scenario, symbols).removeprefix("Stress test breach: ") if symbols \
+        else scenario
+    text = f"KILL_SWITCH UNCONFIRMED: {on}"
+    if len(text) + len(suffix) > SUMMARY_MAX:
+        text = text[: SUMMARY_MAX - len(suffix) - 3] + "..."
+    return text + suffix
 
 
 def _fit(event: dict[str, Any]) -> None:
