@@ -73,18 +73,20 @@ class Metrics:
     def observe_runs(self, results: list[StressResult], trigger: str,
                      finished_unix: float) -> None:
         """Runs of one book snapshot (``run_many``): each counted under its scenario, and
-        their one KILL_SWITCH event counted once."""
+        their one KILL_SWITCH event (and its confirmation) counted once."""
         for result in results:
             self.observe_run(result, trigger, finished_unix, count_kill_switch=False)
         if any(r.kill_switch for r in results):
             self.kill_switches.inc()
+        if any(r.kill_switch_confirmed is False for r in results):
+            self.kill_unconfirmed.inc()
 
     def observe_run(self, result: StressResult, trigger: str, finished_unix: float, *,
                     count_kill_switch: bool = True) -> None:
         self.runs.labels(result.scenario, trigger).inc()
         if result.kill_switch and count_kill_switch:
             self.kill_switches.inc()
-        if result.kill_switch_confirmed is False:
+        if result.kill_switch_confirmed is False and count_kill_switch:
             self.kill_unconfirmed.inc()
         if result.status == "failed":  # no metrics to show: the gauges keep the last real run
             self.failed_runs.labels(result.scenario, result.failure).inc()

@@ -241,3 +241,17 @@ def test_one_kill_switch_for_many_scenarios_is_confirmed_once_for_all(monkeypatc
     assert time.monotonic() - started < 0.2 + 0.5  # one wait for the one event, not two
     assert [e.type for e in host.events] == ["KILL_SWITCH"]
     assert [r.kill_switch_confirmed for r in results] == [False, False]
+
+
+def test_one_unconfirmed_event_for_many_scenarios_counts_once():
+    from dataclasses import replace
+
+    metrics = Metrics()
+    base = StressResult(run_id="r", scenario="a", timestamp="2024-01-15T15:00:05Z",
+                        symbols_tested=0, portfolio=None, symbols={}, headroom=None, limits=None,
+                        error="x", failure="book_unavailable", kill_switch=True,
+                        kill_switch_confirmed=False)
+    metrics.observe_runs([base, replace(base, run_id="s", scenario="b")], "schedule", 0.0)
+    text = metrics.render().decode()
+    assert "stress_kill_switch_unconfirmed_total 1.0" in text
+    assert "stress_kill_switch_total 1.0" in text

@@ -96,7 +96,8 @@ class PagerDutyAlerter:
 
     def events(self, report: StressResult) -> list[dict[str, Any]]:
         """This report's events, in order: resolves of the episodes it ends (with
-        auto-resolve), then the trigger of the episode it belongs to, if any."""
+        auto-resolve), an unconfirmed KILL_SWITCH's own trigger (never resolved by a run: a
+        person checks the trading system), then the trigger of the episode it belongs to."""
         events: list[dict[str, Any]] = []
         if self.auto_resolve:
             events += [{"event_action": "resolve",
