@@ -29,7 +29,8 @@ class StressActorConfig(ActorConfig, frozen=True, kw_only=True):
     """What the stress actor runs, and when."""
 
     scenarios: tuple[str, ...] = ("flash_crash_lite",)
-    """Scenarios run at each slot, in order (one KILL_SWITCH at most per scenario run)."""
+    """Scenarios run at each slot, in order, on one snapshot of the book (one KILL_SWITCH at
+    most per slot, naming every breaching scenario)."""
     mode: str = "halt"
     """``halt`` (HALTED: no new orders) or ``reduce`` (REDUCING: only reducing orders)."""
     market_hours_only: bool = True
@@ -134,20 +135,18 @@ class StressActor(Actor):
             self._schedule_next()
 
     def run_slot(self, slot: datetime) -> list[StressResult]:
-        """Every configured scenario once for ``slot``; a flat book has nothing to stress."""
+        """Every configured scenario on one snapshot of the book for ``slot`` (one KILL_SWITCH
+        at most, as ``serve`` does); a flat book has nothing to stress."""
         assert self.runner is not None, "the actor has not started"
         if not any(p.signed_qty for p in self.cache.positions_open()):
             self.slots_flat += 1
             log.info("stress slot %s: no open positions, nothing to stress", slot.isoformat())
             return []
         self.slots_run += 1
-        done = []
-        for name in self.config.scenarios:
-            result = self.runner.run_once(scenario=name, trigger="schedule",
-                                          scheduled_for=slot.strftime("%Y-%m-%dT%H:%M:%SZ"))
-            self.last_result = result
-            self.results.append(result)
-            done.append(result)
+        done = self.runner.run_many(scenarios=list(self.config.scenarios), trigger="schedule",
+                                    scheduled_for=slot.strftime("%Y-%m-%dT%H:%M:%SZ"))
+        self.results.extend(done)
+        self.last_result = done[-1]
         return done
 
     def reset(self, actor: str, reason: str | None = None) -> dict[str, Any] | None:

@@ -248,3 +248,26 @@ def test_attach_to_a_live_trading_node_schedules_on_its_clock() -> None:
         asyncio.run_coroutine_threadsafe(node.stop_async(), node.kernel.loop).result(10)
         thread.join(10)
         node.dispose()
+
+
+
+def test_several_scenarios_share_one_snapshot_and_one_kill_switch(day, tmp_path,
+                                                                  monkeypatch) -> None:
+    deep = tmp_path / "deep_crash.yaml"
+    deep.write_text('scenario_name: "deep_crash"\nprice_shock_pct: -0.05\nspread_mult: 2.0\n'
+                    'duration_sec: 60\nrecovery_type: "linear"\n')
+    monkeypatch.setenv("STRESS_SCENARIOS", str(deep))
+    e = day(scenarios=("flash_crash_lite", "deep_crash"), market_hours_only=False)
+    e.run(95)  # slots 15:00:05 (4 contracts: deep loses 4,805, both pass), 16:00:05 (10)
+    assert [(r.timestamp, r.scenario, r.status) for r in e.actor.results] == [
+        ("2024-01-17T15:00:05Z", "flash_crash_lite", "passed"),
+        ("2024-01-17T15:00:05Z", "deep_crash", "passed"),
+        ("2024-01-17T16:00:05Z", "flash_crash_lite", "breached"),
+        ("2024-01-17T16:00:05Z", "deep_crash", "breached"),
+    ]
+    assert all(r.kill_switch_confirmed is True for r in e.actor.results[2:])
+    assert e.actor.last_result.scenario == "deep_crash"
+    halt = e.actor.runner.halt()
+    assert halt["scenario"] == "flash_crash_lite,deep_crash"  # one event named both
+    changes = [TradingState(ev.state) for ev in e.actor.trading_state_events]
+    assert changes == [TradingState.HALTED]
