@@ -11,7 +11,7 @@ from nautilus_trader.common.actor import Actor
 from nautilus_trader.common.config import ActorConfig
 from nautilus_trader.model.enums import TradingState
 
-from stress_hookspecs import StressResult
+from stress_hookspecs import RiskEvent, StressResult
 from stress_host_nautilus.host import HOST_PLUGIN_NAME, NautilusHost
 from stress_plugin.plugins import Plugins
 from stress_plugin.runner import StressRunner
@@ -40,8 +40,8 @@ class StressActorConfig(ActorConfig, frozen=True, kw_only=True):
     var: dict[str, float] | None = None
     """Normal VaR per instrument id (``"MESH4.XCME"``) and for the book (``"PORTFOLIO"``)."""
     store: str | None = None
-    """A ``STRESS_DB`` path or URL for the runs, the halt latch and the alert outbox; None keeps
-    them in memory for the actor's lifetime."""
+    """A SQLite file (as ``STRESS_DB``) for the runs, the halt latch and the alert outbox, so a
+    halt survives a restart of the node; None keeps them in memory for the actor's lifetime."""
 
 
 class StressActor(Actor):
@@ -74,13 +74,32 @@ class StressActor(Actor):
     # -- lifecycle ------------------------------------------------------------------------------
 
     def on_start(self) -> None:
-        self.host = NautilusHost(cache=self.cache, portfolio=self.portfolio, clock=self.clock,
-                                 risk_engine=self._risk_engine, var=self.config.var)
-        self.runner = self._build_runner()
-        for name in self.config.scenarios:
-            self.runner.scenario(name)  # an unknown name fails at start, not at the first slot
-        self.msgbus.subscribe(topic="events.risk*", handler=self._on_risk_event)
+        if self.runner is None:  # a node stopped and started again keeps its runner
+            self.host = NautilusHost(cache=self.cache, portfolio=self.portfolio,
+                                     clock=self.clock, risk_engine=self._risk_engine,
+                                     var=self.config.var)
+            self.runner = self._build_runner()
+            for name in self.config.scenarios:
+                self.runner.scenario(name)  # an unknown name fails now, not at the first slot
+            self.msgbus.subscribe(topic="events.risk*", handler=self._on_risk_event)
+        self._restore_halt()
         self._schedule_next()
+
+    def _restore_halt(self) -> None:
+        """NautilusTrader's risk engine starts ACTIVE on every construction; the runner's latch
+        (with a ``store`` file) does not forget, so a latched halt is put back before the first
+        order of the new session, and read back like any KILL_SWITCH."""
+        assert self.runner is not None and self.host is not None
+        halt = self.runner.halt()
+        if halt is None:
+            return
+        log.critical("trading halt of run %s (since %s) is still latched: setting the risk "
+                     "engine %s again", halt["run_id"], halt["since"],
+                     "REDUCING" if self.config.mode == "reduce" else "HALTED")
+        self.runner.plugins.bus_publish(RiskEvent(
+            type="KILL_SWITCH", scenario=halt["scenario"], symbols=tuple(halt["symbols"]),
+            run_id=halt["run_id"], timestamp=halt["since"], mode=self.config.mode,
+            reason=f"latched since {halt['since']}: {halt['reason']}"))
 
     def on_stop(self) -> None:
         if self.runner is not None:

@@ -271,3 +271,25 @@ def test_several_scenarios_share_one_snapshot_and_one_kill_switch(day, tmp_path,
     assert halt["scenario"] == "flash_crash_lite,deep_crash"  # one event named both
     changes = [TradingState(ev.state) for ev in e.actor.trading_state_events]
     assert changes == [TradingState.HALTED]
+
+
+def test_a_latched_halt_survives_a_restart_of_the_node(example, tmp_path) -> None:
+    store = str(tmp_path / "stress.db")
+    first = Engine(example, StressActorConfig(store=store))
+    try:
+        first.run(120)  # the breach at 16:00:05 UTC halts
+        assert first.actor.runner.halt() is not None
+    finally:
+        first.close()
+    # a new engine starts ACTIVE; the latch in the store puts the halt back at start
+    second = Engine(example, StressActorConfig(store=store))
+    try:
+        second.run(15)
+        risk = second.engine.kernel.risk_engine
+        assert risk.trading_state == TradingState.HALTED
+        assert second.strategy.filled == []  # the very first buy of the day was denied
+        assert [e.reason for e in second.strategy.denied][:1] == ["TradingState.HALTED"]
+        cleared = second.actor.reset("tester", "risk reviewed")
+        assert cleared["reset_confirmed"] is True and risk.trading_state == TradingState.ACTIVE
+    finally:
+        second.close()
