@@ -414,6 +414,7 @@ def render_many(results: list[dict[str, Any]]) -> str:
                      "BINDING"), rows, right=range(2, 6)), ""]
     if breaching:
         lines.append(f"BREACH in {', '.join(breaching)}: KILL_SWITCH triggered once")
+    lines += _confirmation(next((r for r in results if r["kill_switch"]), None))
     if failed:
         lines.append(f"FAILED: {', '.join(failed)} could not be checked (see the errors)")
     checked = [r for r in results if r["headroom"] is not None]
@@ -476,6 +477,7 @@ def render_result(result: dict[str, Any], scenario: dict[str, Any]) -> str:
     else:  # long gamma: a shallower crash breaches, this one's path skips the losing band
         lines.append(f"No breach at this depth, but headroom {_headroom(result['headroom'])}: "
                      f"a crash {result['headroom']:.2f} times as deep breaches a limit.")
+    lines += _confirmation(result if result["kill_switch"] else None)
     return "\n".join(lines)
 
 
@@ -497,3 +499,16 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[str]], right: Sequence
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def _confirmation(result: dict[str, Any] | None) -> list[str]:
+    """What the host's trading state said after the KILL_SWITCH, as one line (none without)."""
+    if result is None:
+        return []
+    confirmed = result.get("kill_switch_confirmed")
+    if confirmed is True:
+        return ["KILL_SWITCH confirmed: the host's trading state shows the halt"]
+    if confirmed is False:
+        return ["KILL_SWITCH UNCONFIRMED: the host's trading state did not show the halt "
+                "(STRESS_KILL_CONFIRM_S); paged separately. Check the trading system now."]
+    return ["KILL_SWITCH not confirmed: no plugin answers stress_trading_state"]

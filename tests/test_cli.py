@@ -44,6 +44,9 @@ def test_breaching_book_exits_1_after_kill_switch(tmp_path):
     assert result["symbols"]["MES"]["worst_pnl"] == -5411.25
     assert "KILL_SWITCH triggered" in out.stderr
     assert "trading halted by KILL_SWITCH" in out.stderr
+    assert result["kill_switch_confirmed"] is True  # the embedded host read its state back
+    table = cli("run", "--book", str(path), env={"STRESS_DB": str(tmp_path / "s.db")})
+    assert "KILL_SWITCH confirmed: the host's trading state shows the halt" in table.stdout
 
 
 def test_table_marks_breaches(tmp_path):
@@ -176,6 +179,7 @@ def test_run_several_scenarios_prints_one_row_each_and_kills_once(tmp_path):
     # the book binds first: its loss adds MES's half spread to 6B's
     assert lines[4].split()[-1] == "PORTFOLIO"
     assert "BREACH in flash_crash_lite, gbp_only: KILL_SWITCH triggered once" in out.stdout
+    assert "KILL_SWITCH confirmed" in out.stdout
     assert out.stderr.count("KILL_SWITCH triggered") == 1
     assert "scenario=flash_crash_lite,gbp_only" in out.stderr
     # each run's alerts were sent before the exit (no routing key: PagerDuty says disabled)
