@@ -105,12 +105,14 @@ def test_config_update_is_validated_atomic_persisted_and_audited(make_service, b
     new = api("PUT", "/api/v1/stress/config",
               json={"interval_minutes": 15, "max_symbols": 1}).json()
     assert new["interval_minutes"] == 15 and new["max_symbols"] == 1
+    assert new["kill_mode"] == "halt"
     assert api("POST", "/api/v1/stress/run").json()["skipped_symbols"] == ["MNQ"]
     for patch, field in [({"interval_minutes": 7}, "interval_minutes"),
                          ({"offset_seconds": 900}, "offset_seconds"),
                          ({"max_runtime_ms": 0}, "max_runtime_ms"),
                          ({"scenarios": ["nope"]}, "scenarios"),
                          ({"interval_minutes": 30, "enabled": "yes"}, "enabled"),
+                         ({"kill_mode": "panic"}, "kill_mode"),
                          ({"colour": "red"}, "colour")]:
         response = api("PUT", "/api/v1/stress/config", json=patch)
         assert response.status_code == 422 and field in response.text, patch
@@ -121,6 +123,17 @@ def test_config_update_is_validated_atomic_persisted_and_audited(make_service, b
     history = again.app.state.service.store.config_history()
     assert history[0]["change"] == {"interval_minutes": 15, "max_symbols": 1}
     assert history[0]["actor"] == "loopback@127.0.0.1"
+
+
+def test_kill_mode_is_config_and_reaches_the_bus(make_service, tmp_path: Path):
+    breaching = tmp_path / "breach.yaml"
+    breaching.write_text(yaml.safe_dump(book(position(quantity=6, var=3000))))
+    api = Api(make_service(book_path=breaching))
+    assert api("PUT", "/api/v1/stress/config", json={"kill_mode": "reduce"}).json()[
+        "kill_mode"] == "reduce"
+    run = api("POST", "/api/v1/stress/run").json()
+    host = api.app.state.service.plugins.pm.get_plugin("embedded_host")
+    assert host.trading_state == "REDUCING" and run["kill_switch_confirmed"] is True
 
 
 def test_live_limits_drive_runs_and_keep_history(api: Api):
@@ -147,6 +160,7 @@ def test_halt_persists_until_an_audited_reset(make_service, tmp_path: Path):
     breaching.write_text(yaml.safe_dump(book(position(quantity=6, var=3000))))
     api = Api(make_service(book_path=breaching))
     run = api("POST", "/api/v1/stress/run").json()
+    assert run["kill_switch_confirmed"] is True  # the embedded host showed HALTED
     status = api("GET", "/api/v1/risk/status").json()
     assert status["halted"] is True and status["run_id"] == run["run_id"]
     assert status["symbols"] == ["MES", "PORTFOLIO"] and "max_drawdown_pct" in status["reason"]
@@ -157,6 +171,7 @@ def test_halt_persists_until_an_audited_reset(make_service, tmp_path: Path):
     assert restarted("GET", "/api/v1/risk/status").json()["halted"] is True
     reset = restarted("POST", "/api/v1/risk/reset_circuit").json()
     assert reset["cleared"]["run_id"] == run["run_id"]
+    assert reset["cleared"]["reset_confirmed"] is True  # read back ACTIVE
     assert restarted("GET", "/api/v1/risk/status").json()["halted"] is False
     audit = restarted.app.state.service.store.audit_log()
     assert [a["action"] for a in audit[:2]] == ["reset_circuit", "halt"]
