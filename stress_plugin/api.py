@@ -16,15 +16,23 @@ from typing import Annotated, Any, Literal
 
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import BaseModel, ConfigDict, StrictBool, StrictFloat, StrictInt
 
 from stress_plugin import __version__
-from stress_plugin.errors import UNAVAILABLE_REASONS, RunFailure, StressError, UnknownScenario
+from stress_plugin.errors import (
+    UNAVAILABLE_REASONS,
+    RunFailure,
+    StressError,
+    UnknownRun,
+    UnknownScenario,
+)
 from stress_plugin.service import StressService
 
 log = logging.getLogger("stress_runner.api")
+RECENT_RUNS = 50
+"""Runs listed on the index page."""
 
 
 class RunRequest(BaseModel):
@@ -102,7 +110,7 @@ def create_app(service: StressService, *, background: bool = True) -> FastAPI:
 
     @app.exception_handler(StressError)
     async def stress_error(request: Request, exc: StressError) -> JSONResponse:
-        code = 404 if isinstance(exc, UnknownScenario) else 422
+        code = 404 if isinstance(exc, UnknownScenario | UnknownRun) else 422
         if isinstance(exc, RunFailure) and exc.reason in UNAVAILABLE_REASONS:
             code = 503
         return JSONResponse(status_code=code, content={"detail": {
@@ -134,6 +142,39 @@ def create_app(service: StressService, *, background: bool = True) -> FastAPI:
     @app.get("/api/v1/stress/results")
     async def stress_results(hours: Hours = 24) -> dict[str, Any]:
         return {"hours": hours, "results": await run_in_threadpool(service.results, hours)}
+
+    @app.get("/", response_class=HTMLResponse)
+    async def index() -> HTMLResponse:
+        """A small page of the recent runs, each linked to its report and charts."""
+        from stress_plugin import report
+
+        runs = await run_in_threadpool(service.store.recent_runs, RECENT_RUNS)
+        return HTMLResponse(report.render_index(runs))
+
+    @app.get("/api/v1/stress/results/{run_id}/report", response_class=HTMLResponse)
+    async def run_report(run_id: str) -> HTMLResponse:
+        """The run's self-contained HTML report (the same as ``run --report``)."""
+        from stress_plugin import report
+
+        stored = await run_in_threadpool(report.stored_report, service.store, run_id)
+        return HTMLResponse(await run_in_threadpool(report.render_html, *stored))
+
+    @app.get("/api/v1/stress/results/{run_id}/pnl.svg")
+    async def run_pnl_svg(run_id: str) -> Response:
+        return await _chart(run_id, "pnl_chart")
+
+    @app.get("/api/v1/stress/results/{run_id}/headroom.svg")
+    async def run_headroom_svg(run_id: str) -> Response:
+        return await _chart(run_id, "headroom_chart")
+
+    async def _chart(run_id: str, name: str) -> Response:
+        from stress_plugin import report
+
+        result, paths = await run_in_threadpool(report.stored_report, service.store, run_id)
+        if paths is None or not result["symbols"]:
+            raise HTTPException(404, f"run {run_id} has no stored P&L paths")
+        svg = await run_in_threadpool(getattr(report, name), result, paths)
+        return Response(svg, media_type="image/svg+xml")
 
     @app.get("/api/v1/stress/config")
     async def stress_config() -> dict[str, Any]:

@@ -7,7 +7,7 @@ Range rules live in one place, ``BookArrays.from_book``, checked vectorized so t
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from operator import attrgetter
 from pathlib import Path
@@ -115,8 +115,9 @@ class BookArrays:
                 self.var, self.delta, self.gamma)
 
     @classmethod
-    def from_book(cls, book: Book, source: str) -> BookArrays:
-        """Columns of ``book``; raises ``BookError`` naming the first bad symbol and field."""
+    def from_book(cls, book: Book, source: str, *, check: bool = True) -> BookArrays:
+        """Columns of ``book``; raises ``BookError`` naming the first bad symbol and field
+        (without ``check``, only for what cannot be a column: see ``problems``)."""
         _check_scalar(source, "equity", book.equity, positive=True)
         if book.var is not None:
             _check_scalar(source, "var", book.var, positive=True)
@@ -151,10 +152,23 @@ class BookArrays:
             equity=float(book.equity),
             book_var=None if book.var is None else float(book.var),
         )
-        arrays._check(positions, source)
+        if check:
+            arrays._check(positions, source)
         return arrays
 
     def _check(self, positions: Sequence[Position], source: str) -> None:
+        for problem in self.problems(positions, source):
+            raise problem
+
+    def problems(self, positions: Sequence[Position], source: str,
+                 index: Sequence[int] | None = None) -> Iterator[BookError]:
+        """Every range and naming problem, rule by rule (``_check`` raises the first);
+        ``index`` maps a position to its place in the file when some were left out."""
+        at = range(len(positions)) if index is None else index
+
+        def where(i: int, field: str) -> str:
+            return f"positions[{at[i]}] ({positions[i].symbol}).{field}"
+
         names = self.symbols.tolist()
         try:
             named = all(map(str.strip, names))  # C loops; the Python loop only finds the culprit
@@ -163,19 +177,20 @@ class BookArrays:
         if not named:
             for i, sym in enumerate(names):
                 if not isinstance(sym, str) or not sym.strip():
-                    raise BookError(source, f"positions[{i}].symbol", sym,
+                    yield BookError(source, f"positions[{at[i]}].symbol", sym,
                                     "must be a non-empty string")
         unique = set(names)
         if len(unique) != len(names):
             seen: set[str] = set()
             for i, sym in enumerate(names):
                 if sym in seen:
-                    raise BookError(source, f"positions[{i}].symbol", sym, "duplicate symbol")
+                    yield BookError(source, f"positions[{at[i]}].symbol", sym,
+                                    "duplicate symbol")
                 seen.add(sym)
         if PORTFOLIO in unique:
-            i = names.index(PORTFOLIO)
-            raise BookError(source, f"positions[{i}].symbol", PORTFOLIO,
-                            "is reserved for the whole book")
+            for i in (i for i, sym in enumerate(names) if sym == PORTFOLIO):
+                yield BookError(source, f"positions[{at[i]}].symbol", PORTFOLIO,
+                                "is reserved for the whole book")
         with np.errstate(invalid="ignore"):
             rules = (
                 ("quantity", self.quantity, np.isfinite(self.quantity) & (self.quantity != 0),
@@ -206,8 +221,8 @@ class BookArrays:
             )
         for name, values, ok, problem in (*rules, *bounds):
             if not ok.all():
-                bad = int(np.argmin(ok))
-                raise BookError(source, _where(positions, bad, name), float(values[bad]), problem)
+                for bad in np.flatnonzero(~ok).tolist():
+                    yield BookError(source, where(bad, name), float(values[bad]), problem)
 
 
 def _where(positions: Sequence[Position], index: int, field: str) -> str:

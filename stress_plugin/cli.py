@@ -8,6 +8,7 @@ import json
 import logging
 import sys
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -15,29 +16,83 @@ from stress_plugin.errors import StressError
 
 EXIT_OK, EXIT_BREACH, EXIT_INPUT = 0, 1, 2
 DEFAULT_SCENARIO = "flash_crash_lite"  # runner.DEFAULT_SCENARIO, without importing numpy here
+DISTRIBUTIONS = ("stress-plugin", "stress-hookspecs", "stress-pack-flash-crash",
+                 "stress-pack-history")
+"""This repository's distributions, as ``--version`` reports them (the historical pack is
+optional: "not installed" without it)."""
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(OpsFormatter("%(asctime)s %(name)s %(level)s: %(message)s"))
-    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
-                        handlers=[handler])
+    if args.command is None:  # bare ``stress-runner``: what it can do, not an error
+        parser.print_help()
+        return EXIT_OK
     try:
+        configure_logging(quiet=args.quiet)
         return int(args.handler(args))
     except StressError as exc:
         print(f"stress-runner: error: {exc}", file=sys.stderr)
         return EXIT_INPUT
 
 
+def configure_logging(*, quiet: bool = False) -> None:
+    """stderr, as text (``STRESS_LOG_FORMAT=text``, the default) or one JSON object a line."""
+    from stress_plugin.settings import load_settings
+
+    handler = logging.StreamHandler(sys.stderr)
+    json_lines = load_settings().stress_log_format == "json"
+    handler.setFormatter(JsonFormatter() if json_lines else
+                         OpsFormatter("%(asctime)s %(name)s %(level)s: %(message)s"))
+    logging.basicConfig(level=logging.WARNING if quiet else logging.INFO, handlers=[handler],
+                        force=True)
+
+
+def _utc(record: logging.LogRecord) -> str:
+    """ISO 8601 UTC to the millisecond with a Z: comparable across hosts and zones."""
+    moment = datetime.fromtimestamp(record.created, UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+
 class OpsFormatter(logging.Formatter):
-    """Logger name first, then the level in lower case, so the runbook's log greps work:
+    """UTC time, logger name, then the level in lower case, so the runbook's log greps work:
     ``grep "stress_runner"``, ``grep "stress.*error"``, ``grep "KILL_SWITCH triggered"``."""
 
     def format(self, record: logging.LogRecord) -> str:
         record.level = record.levelname.lower()
         return super().format(record)
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+        return _utc(record)
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object a line for log shippers: time, level, logger, message (and the
+    traceback as ``exc_info``), so nothing has to parse the text format."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        line: dict[str, Any] = {"time": _utc(record), "level": record.levelname.lower(),
+                                "logger": record.name, "message": record.getMessage()}
+        if record.exc_info:
+            line["exc_info"] = self.formatException(record.exc_info)
+        return json.dumps(line, ensure_ascii=False)
+
+
+class _Version(argparse.Action):
+    """``--version``: the three distributions' installed versions, looked up only when asked."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, nargs=0, help="show the versions and exit")
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: Any) -> None:
+        from importlib.metadata import PackageNotFoundError, version
+
+        for name in DISTRIBUTIONS:
+            try:
+                print(f"{name} {version(name)}")
+            except PackageNotFoundError:
+                print(f"{name} not installed")
+        parser.exit()
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -45,7 +100,8 @@ def _parser() -> argparse.ArgumentParser:
         prog="stress-runner", description="Flash-Crash Lite intraday stress runner."
     )
     parser.add_argument("-q", "--quiet", action="store_true", help="log warnings and errors only")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    parser.add_argument("--version", action=_Version)
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     run = commands.add_parser("run", help="stress the book once and print the result")
     run.add_argument("--scenario",
@@ -56,9 +112,17 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--book", type=Path, help="book file (YAML or JSON); overrides any host")
     run.add_argument("--symbols", help="comma-separated symbols to restrict the book to")
     run.add_argument("--json", action="store_true", help="print the result as JSON")
+    run.add_argument("--top", type=_positive, metavar="N",
+                     help="table: only the N symbols with the largest losses")
+    run.add_argument("--breaches-only", action="store_true",
+                     help="table: only the symbols that breached")
+    run.add_argument("--report", type=Path, metavar="FILE.html",
+                     help="also write the run's report: one self-contained HTML file")
     run.set_defaults(handler=_run)
 
-    validate = commands.add_parser("validate", help="check a scenario or book file")
+    validate = commands.add_parser(
+        "validate", help="check a scenario or book file (JSON by its .json suffix, else YAML); "
+                         "lists every problem")
     validate.add_argument("path", type=Path)
     validate.set_defaults(handler=_validate)
 
@@ -106,6 +170,8 @@ def _run(args: argparse.Namespace) -> int:
     runner = StressRunner(settings=settings, store=Store(settings.db_path),
                           deliver_in_background=False)
     symbols = [s.strip() for s in args.symbols.split(",") if s.strip()] if args.symbols else None
+    if args.report is not None:
+        _check_report_dir(args.report)  # before the run: a bad path runs nothing
     if args.all or (args.scenario and "," in args.scenario):
         return _run_many(args, runner, symbols)
     scenario = args.scenario or DEFAULT_SCENARIO
@@ -114,17 +180,23 @@ def _run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(result.to_dict(), indent=2, allow_nan=False))
     elif result.status != "failed":
-        print(render_result(result.to_dict(), runner.scenario(scenario).to_dict()))
+        print(render_result(result.to_dict(), runner.scenario(scenario).to_dict(),
+                            top=args.top, breaches_only=args.breaches_only))
     halt = runner.halt()
     if halt is not None:
         print(halted_line(halt), file=sys.stderr if args.json else sys.stdout)
+    report_error = _write_reports(runner.store, [result], args.report)
     sys.stdout.flush()  # the result is out before any alert is waited for
     deliver_alerts(runner, settings.stress_alert_wait_s)
     if result.status == "failed":
         print(f"stress-runner: error: stress run {result.run_id} failed: {result.error}",
               file=sys.stderr)
         return EXIT_INPUT
-    return EXIT_BREACH if result.breach_count else EXIT_OK
+    if report_error:
+        print(f"stress-runner: error: {report_error}", file=sys.stderr)
+    if result.breach_count:
+        return EXIT_BREACH
+    return EXIT_INPUT if report_error else EXIT_OK
 
 
 def deliver_alerts(runner: Any, wait_s: float) -> None:
@@ -222,12 +294,19 @@ def _reset(args: argparse.Namespace) -> int:
 
 
 def _run_many(args: argparse.Namespace, runner: Any, symbols: list[str] | None) -> int:
-    """``run --all`` or ``run --scenario a,b``: one book snapshot, one row per scenario."""
-    from stress_plugin.errors import ConfigError
+    """``run --all`` or ``run --scenario a,b``: one book snapshot, one row per scenario;
+    ``--report FILE.html`` writes one report per scenario, ``FILE-<scenario>.html``."""
+    from stress_plugin.errors import NO_VALUE, ConfigError
 
     if args.all and args.scenario:
         raise ConfigError("arguments", "--all", args.scenario,
                           "cannot be combined with --scenario")
+    for flag, given in (("--top", args.top is not None), ("--breaches-only", args.breaches_only)):
+        if given:  # they cut one run's symbol table; several scenarios print one row each
+            raise ConfigError("arguments", flag, NO_VALUE,
+                              "applies to one scenario's symbol table, not to --all or "
+                              "--scenario a,b (one row per scenario); see the JSON or each "
+                              "run's --report")
     if args.all:
         names: list[str] = sorted(runner.scenarios())
     else:
@@ -238,36 +317,95 @@ def _run_many(args: argparse.Namespace, runner: Any, symbols: list[str] | None) 
     halt = runner.halt()
     if halt is not None:
         print(halted_line(halt), file=sys.stderr if args.json else sys.stdout)
+    report_error = _write_reports(runner.store, results, args.report)
     sys.stdout.flush()  # every row is out before any alert is waited for
     deliver_alerts(runner, runner.settings.stress_alert_wait_s)  # once, for every run
     for result in results:
         if result.status == "failed":
             print(f"stress-runner: error: stress run {result.run_id} ({result.scenario}) "
                   f"failed: {result.error}", file=sys.stderr)
+    if report_error:
+        print(f"stress-runner: error: {report_error}", file=sys.stderr)
     # 1 whenever a KILL_SWITCH went out; else 2 if some scenario could not check the book
     if any(r.breach_count for r in results):
         return EXIT_BREACH
-    return EXIT_INPUT if any(r.status == "failed" for r in results) else EXIT_OK
+    failed = report_error or any(r.status == "failed" for r in results)
+    return EXIT_INPUT if failed else EXIT_OK
+
+
+def report_path(path: Path, scenario: str, several: bool) -> Path:
+    """Where ``--report FILE.html`` writes a scenario's report: FILE.html itself for one run;
+    ``FILE-<scenario>.html`` beside it for each run of ``--all`` or ``--scenario a,b``
+    (scenario names are letters, digits, '_', '.' and '-': safe in a file name)."""
+    if not several:
+        return path
+    return path.with_name(f"{path.stem}-{scenario}{path.suffix or '.html'}")
+
+
+def _check_report_dir(path: Path) -> None:
+    """``--report``'s directory must exist and be writable, checked before anything runs."""
+    import os
+
+    from stress_plugin.errors import ConfigError
+
+    folder = path.parent
+    if path.is_dir():
+        raise ConfigError("arguments", "--report", str(path), "cannot write: Is a directory")
+    if not folder.is_dir():
+        raise ConfigError("arguments", "--report", str(path),
+                          "cannot write: No such file or directory")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise ConfigError("arguments", "--report", str(path), "cannot write: Permission denied")
+
+
+def _write_reports(store: Any, results: Sequence[Any], path: Path | None) -> str | None:
+    """Each stored run's HTML report (``report_path``); the report module is imported only
+    here, so ``run`` alone stays as quick. Returns what could not be written, if anything:
+    the runs are stored and their alerts still go out."""
+    if path is None:
+        return None
+    from stress_plugin import report
+    from stress_plugin.errors import ConfigError
+
+    several = len(results) > 1
+    for result in results:
+        target = report_path(path, result.scenario, several)
+        text = report.render_html(*report.stored_report(store, result.run_id))
+        try:
+            target.write_text(text, encoding="utf-8")
+        except OSError as exc:
+            return str(ConfigError("arguments", "--report", str(target),
+                                   f"cannot write: {exc.strerror}"))
+        logging.getLogger("stress_runner").info("report of run %s (%s) written to %s",
+                                                result.run_id, result.scenario, target)
+    return None
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 1 (got {text!r})")
+    return value
 
 
 def _validate(args: argparse.Namespace) -> int:
-    import yaml
+    from stress_plugin.validate import MAX_SHOWN, validate_file
 
-    from stress_plugin.book import load_book
-    from stress_plugin.scenario import StressScenario
-
-    path: Path = args.path
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError):
-        data = None  # the loaders below say what is wrong, naming the file
-    if isinstance(data, dict) and "positions" in data:
-        book = load_book(path)
-        print(f"OK: book {path}: {len(book.positions)} positions, equity {book.equity:,.2f}")
-    else:
-        scenario = StressScenario(path)
-        print(f"OK: scenario {scenario.name} ({path}): {_describe(scenario.to_dict())}")
-    return EXIT_OK
+    checked = validate_file(args.path)
+    if not checked.problems:
+        print(f"OK: {checked.summary}")
+        return EXIT_OK
+    count = len(checked.problems)
+    print(f"stress-runner: {args.path}: {count} problem{'s' if count > 1 else ''}",
+          file=sys.stderr)
+    for problem in checked.problems[:MAX_SHOWN]:
+        print(f"stress-runner: error: {problem}", file=sys.stderr)
+    if count > MAX_SHOWN:
+        print(f"stress-runner: ... and {count - MAX_SHOWN} more", file=sys.stderr)
+    return EXIT_INPUT
 
 
 def _scenarios(args: argparse.Namespace) -> int:
@@ -285,11 +423,11 @@ def _scenarios(args: argparse.Namespace) -> int:
 
 
 def _plugins(args: argparse.Namespace) -> int:
-    from stress_plugin.plugins import Plugins
+    """What the service would run with: the entry points and the service's own plugins."""
+    from stress_plugin.service import StressService
     from stress_plugin.settings import load_settings
 
-    settings = load_settings()
-    plugins = Plugins.load(settings.disabled_plugins)
+    plugins = StressService(load_settings()).plugins
     plugins.require_evaluator()
     infos = plugins.describe()
     if args.json:
@@ -425,8 +563,10 @@ def render_many(results: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def render_result(result: dict[str, Any], scenario: dict[str, Any]) -> str:
-    """The human-readable table of one run; a ``!`` marks a breached figure."""
+def render_result(result: dict[str, Any], scenario: dict[str, Any], *, top: int | None = None,
+                  breaches_only: bool = False) -> str:
+    """The human-readable table of one run; a ``!`` marks a breached figure. ``top`` keeps
+    the largest losses (largest first), ``breaches_only`` the breached symbols."""
     limits = result["limits"]
     breached = {(b["symbol"], b["limit"]) for b in result["breaches"]}
 
@@ -445,7 +585,12 @@ def render_result(result: dict[str, Any], scenario: dict[str, Any]) -> str:
             _headroom(m["headroom"]),
         )
 
-    rows = [row(sym, m) for sym, m in result["symbols"].items()]
+    shown = list(result["symbols"].items())
+    if breaches_only:
+        shown = [(sym, m) for sym, m in shown if sym in result["breached_symbols"]]
+    if top is not None:
+        shown = sorted(shown, key=lambda item: item[1]["worst_pnl"])[:top]
+    rows = [row(sym, m) for sym, m in shown]
     rows.append(row("PORTFOLIO", result["portfolio"]))
     sources = result.get("limit_sources") or {}
 
@@ -466,6 +611,10 @@ def render_result(result: dict[str, Any], scenario: dict[str, Any]) -> str:
         f"delta change {limits['max_position_delta']:g}{src('max_position_delta')}"
         "   (! = breached)",
     ]
+    if len(shown) < len(result["symbols"]):
+        which = "breached" if breaches_only else "tested"
+        lines.append(f"Shown: {len(shown)} of {len(result['symbols'])} symbols "
+                     f"({'the largest losses among the ' if top else ''}{which} ones)")
     if result["skipped_symbols"]:
         lines.append(f"Skipped (STRESS_MAX_SYMBOLS): {len(result['skipped_symbols'])} symbols")
     if result["breach_count"]:

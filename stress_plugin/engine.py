@@ -186,3 +186,46 @@ def stress(
         portfolio_var_ratio=book_loss / book_var if book_var is not None else float("nan"),
         portfolio_headroom=float(min(scale[n], HEADROOM_CAP)),
     )
+
+
+# -- paths and curves (the run report) --------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class PathInputs:
+    """What a run's P&L paths are made of, kept with the stored run for its report: the
+    per-symbol coefficients (book order, with each symbol's own shock s_i and spread
+    multiplier k_i already in a, b and e), the scenario's profile g in time order (ramp,
+    hold and recovery: model.md's shapes) and its step. Nothing else is needed to redraw
+    every path: pnl_i(t) = a_i g(t) + b_i g(t)^2 - c0_i - e_i g(t)."""
+
+    coef: Coefficients
+    profile: np.ndarray
+    step_sec: float
+    equity: float
+    book_var: float | None
+
+    @property
+    def times(self) -> np.ndarray:
+        """Seconds since the scenario starts (t = 0: the shock, or the start of a ramp) of
+        each grid point."""
+        return np.arange(len(self.profile), dtype=np.float64) * self.step_sec
+
+
+def pnl_paths(coef: Coefficients, profile: np.ndarray, scale: float = 1.0) -> np.ndarray:
+    """Each row's P&L at every grid point (rows x points, the profile in time order) with the
+    price shocks scaled by ``scale``: model.md's pnl(t), for the report's P&L-path chart."""
+    g = np.asarray(profile, dtype=np.float64)[None, :]
+    return (scale * coef.a[:, None] * g + scale * scale * coef.b[:, None] * g * g
+            - coef.c0[:, None] - coef.e[:, None] * g)
+
+
+def worst_pnl_by_scale(coef: Coefficients, profile: np.ndarray, scales: np.ndarray
+                       ) -> np.ndarray:
+    """The worst P&L over the grid of each row (rows x scales) at each shock scale lam: the
+    loss-against-depth curve whose first crossing of a loss limit is the headroom."""
+    g = np.asarray(profile, dtype=np.float64)[None, None, :]
+    lam = np.asarray(scales, dtype=np.float64)[None, :, None]
+    pnl = (lam * coef.a[:, None, None] * g + lam * lam * coef.b[:, None, None] * g * g
+           - coef.c0[:, None, None] - coef.e[:, None, None] * g)
+    return pnl.min(axis=2)

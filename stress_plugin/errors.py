@@ -77,3 +77,7 @@ class RunFailure(StressError):
     def wrap(cls, reason: str, exc: StressError) -> RunFailure:
         """The same message as ``exc``, labelled with ``reason``."""
         return cls(reason, exc.source, exc.field, exc.value, exc.problem)
+
+
+class UnknownRun(StressError):
+    """A run id that the store does not hold (the API answers 404)."""

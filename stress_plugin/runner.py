@@ -210,8 +210,11 @@ class StressRunner:
             failure = exc
         book_s = time.perf_counter() - started
         # each run's runtime counts the shared book once, as a run on its own would
-        results = [self._run(s, arrays, source, skipped, failure, time.perf_counter() - book_s)
-                   for s in chosen]
+        runs = [self._run(s, arrays, source, skipped, failure, time.perf_counter() - book_s)
+                for s in chosen]
+        results = [result for result, _ in runs]
+        # what each run's P&L paths are made of (None for a failed run), kept for its report
+        paths = {result.run_id: p for result, p in runs}
 
         on_failure = self.settings.stress_on_failure == "halt"
         tripped = [r.run_id for r in results
@@ -231,7 +234,8 @@ class StressRunner:
             # the store gives each run its episode (per scenario, in store order)
             stored.append(self.store.save_run(
                 result, trigger=trigger, scheduled_for=scheduled_for, sinks=sinks,
-                prices=arrays.price if result.portfolio is not None else None))
+                prices=arrays.price if result.portfolio is not None else None,
+                paths=paths[result.run_id] if result.portfolio is not None else None))
         if sinks and self.deliver_in_background:
             self.deliveries.start()
             self.deliveries.wake()
@@ -239,14 +243,16 @@ class StressRunner:
 
     def _run(self, chosen: StressScenario, arrays: BookArrays | None, source: str | None,
              skipped: tuple[str, ...], failure: RunFailure | None, started: float
-             ) -> StressResult:
-        """One scenario on the prepared book: limits, engine, evaluators, timing, log. What
+             ) -> tuple[StressResult, engine.PathInputs | None]:
+        """One scenario on the prepared book: limits, engine, evaluators, timing, log, and
+        what its P&L paths are made of (None when the run failed before the engine). What
         it cannot have fails this run; nothing is published, stored or alerted here."""
         now = self.now()
         run_id = f"{now.strftime('%Y%m%dT%H%M%SZ')}-{secrets.token_hex(4)}"
         stub = StressResult(run_id=run_id, scenario=chosen.name,
                             timestamp=now.strftime("%Y-%m-%dT%H:%M:%SZ"), symbols_tested=0,
                             portfolio=None, symbols={}, headroom=None, limits=None)
+        paths = None
         try:
             if failure is not None:
                 raise failure
@@ -255,7 +261,7 @@ class StressRunner:
             limits, limit_sources = self.limits(chosen)
             stub = replace(stub, symbols_tested=len(arrays), skipped_symbols=skipped,
                            limits=limits, limit_sources=limit_sources)
-            result = self._stress(stub, arrays, chosen, limits)
+            result, paths = self._stress(stub, arrays, chosen, limits)
             _let_others_run()
             breaches = self.plugins.evaluate(result, limits)
         except RunFailure as exc:
@@ -266,19 +272,23 @@ class StressRunner:
         runtime_ms = (time.perf_counter() - started) * 1000
         result = replace(result, runtime_ms=round(runtime_ms, 3))
         self._log(result, runtime_ms)
-        return result
+        return result, paths
 
     def _stress(self, stub: StressResult, arrays: BookArrays, chosen: StressScenario,
-                limits: Limits) -> StressResult:
-        """The engine's metrics as a result (no breaches yet); any non-finite one fails the run."""
+                limits: Limits) -> tuple[StressResult, engine.PathInputs]:
+        """The engine's metrics as a result (no breaches yet), and what its P&L paths are made
+        of (kept for the run's report: the coefficients with each symbol's shock and spread
+        multiplier, and the scenario's own profile); any non-finite metric fails the run."""
         shocks = chosen.shocks_for(arrays.symbols)
         coef = engine.coefficients(arrays.quantity, arrays.price, arrays.spread,
                                    arrays.multiplier, arrays.delta, arrays.gamma, shocks,
                                    chosen.spread_mults_for(arrays.symbols))
         gamma_move = np.abs(arrays.gamma * arrays.price * shocks)
+        profile = self._profile(chosen)
         out = engine.stress(coef, gamma_move, arrays.var, arrays.equity, arrays.book_var,
-                            self._profile(chosen), limits)
+                            profile, limits)
         _check_finite(out, arrays)
+        paths = engine.PathInputs(coef, profile, chosen.step_sec, arrays.equity, arrays.book_var)
         return replace(
             stub,
             portfolio=Metrics(
@@ -292,7 +302,7 @@ class StressRunner:
             symbols=SymbolMetrics(arrays.symbols, out.worst_pnl, out.drawdown_pct, out.var_ratio,
                                   out.delta_change, out.headroom),
             headroom=float(min(out.portfolio_headroom, out.headroom.min())),
-        )
+        ), paths
 
     def _log(self, result: StressResult, runtime_ms: float) -> None:
         if result.status == "failed":
@@ -457,11 +467,42 @@ def _scenario_from(plugin: str, item: Any) -> StressScenario:
 
 
 def _restrict(arrays: BookArrays, symbols: Sequence[str], source: str) -> BookArrays:
-    position = {sym: i for i, sym in enumerate(arrays.symbols.tolist())}
-    missing = [s for s in symbols if s not in position]
+    """The requested symbols, in the order asked; a symbol matches its exact name, or the one
+    book symbol equal to it ignoring case. Unknown ones are named with their close matches."""
+    names = arrays.symbols.tolist()
+    position = {sym: i for i, sym in enumerate(names)}
+    folded: dict[str, list[int]] = {}
+    for i, sym in enumerate(names):
+        folded.setdefault(sym.casefold(), []).append(i)
+    chosen, missing = [], []
+    for sym in symbols:
+        if sym in position:
+            chosen.append(position[sym])
+        elif len(folded.get(sym.casefold(), ())) == 1:
+            chosen.append(folded[sym.casefold()][0])
+        else:
+            missing.append(sym)
     if missing:
-        raise BookError(source, "symbols", ",".join(missing), "not in the book")
-    return arrays.take(np.array([position[s] for s in dict.fromkeys(symbols)], dtype=np.intp))
+        raise BookError("symbols", None, ",".join(missing),
+                        f"not in the book of {source}: {_suggest(missing, names)}")
+    return arrays.take(np.array(list(dict.fromkeys(chosen)), dtype=np.intp))
+
+
+def _suggest(missing: Sequence[str], names: Sequence[str], listed: int = 20) -> str:
+    """Close matches (ignoring case) of each unknown symbol, and the book's symbols if few."""
+    import difflib
+
+    by_fold = {}
+    for name in names:
+        by_fold.setdefault(name.casefold(), name)
+    hints = []
+    for sym in missing:
+        close = difflib.get_close_matches(sym.casefold(), list(by_fold), n=3, cutoff=0.6)
+        hints.append(f"{sym}: did you mean {', '.join(by_fold[c] for c in close)}?" if close
+                     else f"{sym}: no close match")
+    book = (f"the book has {', '.join(names)}" if len(names) <= listed
+            else f"the book has {len(names)} symbols")
+    return "; ".join([*hints, book])
 
 
 def _let_others_run() -> None:

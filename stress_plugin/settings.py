@@ -65,12 +65,25 @@ class Settings(BaseSettings):
     """STRESS_KILL_CONFIRM_S: how long the runner reads the host's trading state back after a
     KILL_SWITCH or RESET before it calls the switch unconfirmed (and pages)."""
 
+    stress_log_format: Literal["text", "json"] = "text"
+    """STRESS_LOG_FORMAT: text (UTC time, logger, level, message) or json, one object a line."""
+    stress_public_url: str | None = None
+    """STRESS_PUBLIC_URL: the service's URL as on-call people reach it; pages link the run's
+    report there when set."""
+
     @field_validator("pd_events_url")
     @classmethod
     def _http_url(cls, value: str) -> str:
         if not value.startswith(("http://", "https://")):
             raise ValueError("must be an http:// or https:// URL")
         return value
+
+    @field_validator("stress_public_url")
+    @classmethod
+    def _public_url(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        return cls._http_url(value.strip()).rstrip("/")
 
     @property
     def disabled_plugins(self) -> list[str]:

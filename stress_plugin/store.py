@@ -27,6 +27,8 @@ from stress_plugin.errors import ConfigError
 if TYPE_CHECKING:
     import numpy as np
 
+    from stress_plugin.engine import PathInputs
+
 OUTBOX_STATUSES = ("pending", "delivered", "failed")
 SYMBOL_COLUMNS = ("worst_pnl", "drawdown_pct", "var_ratio", "delta_change", "headroom")
 """The per-symbol metrics a stored run keeps as float64 columns, in this order."""
@@ -258,6 +260,17 @@ MIGRATIONS: list[str | Callable[[sqlite3.Connection], None]] = [
     """,
     _runs_with_status,
     _one_outbox_for_every_sink,
+    # 5: what each run's P&L paths are made of, for its report (engine.PathInputs).
+    """
+    CREATE TABLE run_paths (
+        run_id TEXT PRIMARY KEY REFERENCES runs (run_id) ON DELETE CASCADE,
+        step_sec REAL NOT NULL,
+        equity REAL NOT NULL,
+        book_var REAL,
+        profile BLOB NOT NULL,
+        coefficients BLOB NOT NULL
+    );
+    """,
 ]
 """Schema scripts (or functions, where rows must be rewritten) in order; ``PRAGMA user_version``
 is how many have been applied. Append new ones; never edit one that has shipped.
@@ -493,11 +506,14 @@ class Store:
     # -- runs ---------------------------------------------------------------------------------
 
     def save_run(self, result: StressResult, *, trigger: str, prices: Any,
-                 scheduled_for: str | None = None, sinks: Sequence[str] = ()) -> StressResult:
+                 scheduled_for: str | None = None, sinks: Sequence[str] = (),
+                 paths: PathInputs | None = None) -> StressResult:
         """The run, the mid price of each tested symbol (``prices``, in result order; None for
         a failed run) and one pending delivery per alert sink in ``sinks``, in one transaction:
         a crash loses no delivery. Returns the result with its ``episode`` and ``resolves``,
-        which the store keeps per scenario (the previous run's episodes carry on).
+        which the store keeps per scenario (the previous run's episodes carry on). ``paths``
+        (what the P&L paths are made of; None for a failed run) is kept beside it, in the same
+        transaction, for the run's report.
 
         The per-symbol metrics and prices are kept as float64 columns (``SYMBOL_COLUMNS``),
         not as JSON: a 10,000-symbol run is then a 0.5 MB blob written in one call instead of
@@ -535,10 +551,46 @@ class Store:
                         "INSERT INTO deliveries (run_id, sink, scenario, created_at,"
                         " next_attempt_at) VALUES (?, ?, ?, ?, ?)",
                         [(result.run_id, sink, result.scenario, now, now) for sink in sinks])
+                    if paths is not None:
+                        c = paths.coef
+                        conn.execute(
+                            "INSERT INTO run_paths (run_id, step_sec, equity, book_var, profile,"
+                            " coefficients) VALUES (?, ?, ?, ?, ?, ?)",
+                            (result.run_id, paths.step_sec, paths.equity, paths.book_var,
+                             np.asarray(paths.profile, dtype=np.float64).tobytes(),
+                             np.stack([c.a, c.b, c.c0, c.e]).astype(np.float64).tobytes()))
             finally:
                 if not self._depth:
                     self._conn.execute("PRAGMA synchronous=FULL")
         return result
+
+    def run(self, run_id: str) -> dict[str, Any] | None:
+        """One stored run's result (as ``runs_since`` gives it), or None."""
+        rows = self._query("SELECT trigger, scheduled_for, result, symbols, symbol_columns"
+                           " FROM runs WHERE run_id = ?", (run_id,))
+        return _stored_result(rows[0]) if rows else None
+
+    def run_paths(self, run_id: str) -> PathInputs | None:
+        """What the run's P&L paths are made of; None for a run stored without them."""
+        import numpy as np
+
+        from stress_plugin.engine import Coefficients, PathInputs
+
+        rows = self._query("SELECT * FROM run_paths WHERE run_id = ?", (run_id,))
+        if not rows:
+            return None
+        r = rows[0]
+        a, b, c0, e = np.frombuffer(r["coefficients"]).reshape(4, -1)
+        return PathInputs(Coefficients(a, b, c0, e), np.frombuffer(r["profile"]),
+                          r["step_sec"], r["equity"], r["book_var"])
+
+    def recent_runs(self, limit: int = 50) -> list[dict[str, Any]]:
+        """The newest runs' summaries, newest first (the service's index page)."""
+        rows = self._query(
+            "SELECT run_id, timestamp, scenario, status, trigger, breach_count, kill_switch, headroom,"
+            " runtime_ms, json_extract(result, '$.symbols_tested') AS symbols_tested FROM runs"
+            " ORDER BY timestamp DESC, rowid DESC LIMIT ?", (limit,))
+        return [{**dict(r), "kill_switch": bool(r["kill_switch"])} for r in rows]
 
     def has_scheduled_run(self, scenario: str, scheduled_for: str) -> bool:
         """Whether this scenario's run for this fire time is already stored (by any worker)."""

@@ -72,3 +72,17 @@ def book(*positions: dict, equity: float = 100_000, var: float | None = None) ->
     if var is not None:
         data["var"] = var
     return data
+
+
+def require(binary: str, package: str) -> str:
+    """The binary's path. Missing: a failure under CI (``.ci/run`` installs it, so a skip
+    there would hide a red), a skip on a developer's machine."""
+    import shutil
+
+    found = shutil.which(binary)
+    if found is None:
+        message = f"{binary} is not installed (Debian: apt-get install -y {package})"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    return found

@@ -210,6 +210,30 @@ def test_run_all_json_lists_every_scenario_and_exits_0_when_nothing_breaches(tmp
     assert out.stderr.count("stress-runner: error: stress run") == 2  # one line per failed run
 
 
+def test_run_several_scenarios_writes_one_report_each_and_refuses_top(tmp_path):
+    env = _two_scenarios(tmp_path)
+    target = tmp_path / "out" / "run.html"
+    out = cli("run", "--all", "--report", str(target), env=env)
+    assert out.returncode == 2 and "--report: cannot write: No such file or directory" in \
+        out.stderr
+    with Store(env["STRESS_DB"]) as store:
+        assert store.runs_since("2000-01-01T00:00:00Z") == []  # a bad path runs nothing
+    target.parent.mkdir()
+    out = cli("run", "--scenario", "gbp_only,flash_crash_lite", "--report", str(target),
+              env=env)
+    assert out.returncode == 0, out.stderr
+    assert sorted(p.name for p in target.parent.iterdir()) == [
+        "run-flash_crash_lite.html", "run-gbp_only.html"]
+    page = (target.parent / "run-gbp_only.html").read_text()
+    assert "<th>scenario</th><td>gbp_only</td>" in page and 'id="pnl-chart"' in page
+    for flags in (("--top", "3"), ("--breaches-only",)):
+        out = cli("run", "--all", *flags, env=env)
+        assert out.returncode == 2, out.stderr
+        assert f"{flags[0]}: applies to one scenario's symbol table" in out.stderr
+    with Store(env["STRESS_DB"]) as store:
+        assert len(store.runs_since("2000-01-01T00:00:00Z")) == 2  # the refusals ran nothing
+
+
 def test_scenarios_table_shows_event_date_moves_and_source(tmp_path):
     out = cli("scenarios", env=_two_scenarios(tmp_path))
     assert out.returncode == 0, out.stderr
@@ -220,3 +244,146 @@ def test_scenarios_table_shows_event_date_moves_and_source(tmp_path):
     assert "10 s to the trough" in gbp
     lite = next(r for r in rows if r.startswith("flash_crash_lite"))
     assert "* -3%" in lite and "flash_crash.yaml" in lite  # no source: the file instead
+
+
+# -- the operator's polish (issue 18) -----------------------------------------------------------
+
+def test_bare_command_prints_help_and_version_lists_the_distributions():
+    from importlib.metadata import version
+
+    out = cli()
+    assert out.returncode == 0 and out.stdout.startswith("usage: stress-runner")
+    assert "validate" in out.stdout and out.stderr == ""
+    out = cli("--version")
+    assert out.returncode == 0
+    assert out.stdout.splitlines() == [f"{name} {version(name)}" for name in (
+        "stress-plugin", "stress-hookspecs", "stress-pack-flash-crash", "stress-pack-history")]
+
+
+def test_validate_lists_every_problem_capped_at_50(tmp_path):
+    positions = [position(f"S{i}", price=-1.0) for i in range(60)]
+    positions += [position("MES", spread=-1, colour="red"), position("MES")]
+    path = tmp_path / "book.yaml"
+    path.write_text(yaml.safe_dump(book(*positions, equity=0)))
+    out = cli("validate", str(path))
+    assert out.returncode == 2
+    lines = out.stderr.splitlines()
+    assert lines[0] == f"stress-runner: {path}: 63 problems"
+    assert lines[1] == f"stress-runner: error: {path}: equity: must be > 0 (got 0.0)"
+    assert lines[2] == (f"stress-runner: error: {path}: positions[0] (S0).price: must be a "
+                        "finite number > 0 (got -1.0)")
+    assert len(lines) == 1 + 50 + 1 and lines[-1] == "stress-runner: ... and 13 more"
+
+
+def test_validate_scenario_reports_each_bad_field(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("scenario_name: x\nprice_shock_pct: 0.9\nspread_mult: 0.5\nstep_sec: 7\n"
+                   "colour: red\n")
+    out = cli("validate", str(bad))
+    assert out.returncode == 2
+    problems = [line.removeprefix("stress-runner: error: ") for line in
+                out.stderr.splitlines()[1:]]
+    assert problems[:3] == [f"{bad}: price_shock_pct: must be <= 0.5 (got 0.9)",
+                            f"{bad}: spread_mult: must be >= 1 (got 0.5)",
+                            f"{bad}: step_sec: duration_sec 60 must be a whole multiple of it "
+                            "(got 7)"]
+    assert problems[3].startswith(f"{bad}: colour: unknown field") and len(problems) == 4
+
+
+def test_validate_judges_rules_across_fields_with_the_files_own_fields(tmp_path):
+    """A zero price_shock_pct with a moving symbol_shocks entry, and a ramp and hold that fit
+    the file's own duration, are not problems beside a real one; a ramp that does not fit is
+    named with the file's duration."""
+    shaped = {"scenario_name": "gbp", "price_shock_pct": 0, "symbol_shocks": {"6B*": -0.09},
+              "spread_mults": {"6B*": 5}, "duration_sec": 300, "step_sec": 5,
+              "ramp_sec": 120, "hold_sec": 60}
+    path = tmp_path / "gbp.yaml"
+    path.write_text(yaml.safe_dump({**shaped, "spread_mult": 0.5}))
+    out = cli("validate", str(path))
+    assert out.returncode == 2
+    assert out.stderr.splitlines()[1:] == [
+        f"stress-runner: error: {path}: spread_mult: must be >= 1 (got 0.5)"]
+    path.write_text(yaml.safe_dump({**shaped, "duration_sec": 150, "spread_mult": 0.5}))
+    problems = cli("validate", str(path)).stderr.splitlines()[1:]
+    assert problems == [
+        f"stress-runner: error: {path}: hold_sec: ramp_sec + hold_sec = 180 must be <= "
+        "duration_sec 150 (got 60)",
+        f"stress-runner: error: {path}: spread_mult: must be >= 1 (got 0.5)"]
+    path.write_text(yaml.safe_dump(shaped))
+    assert cli("validate", str(path)).stdout.startswith("OK: scenario gbp")
+
+
+def test_validate_reads_a_json_file_as_json(tmp_path):
+    path = tmp_path / "book.json"
+    path.write_text(json.dumps(book(*(position(f"S{i}") for i in range(20_000)))))
+    out = cli("validate", str(path))
+    assert out.returncode == 0 and "OK: book" in out.stdout and "20000 positions" in out.stdout
+    yaml_only = tmp_path / "yaml.json"
+    yaml_only.write_text("equity: 1\npositions: []\n")  # YAML, not JSON
+    out = cli("validate", str(yaml_only))
+    assert out.returncode == 2 and f"{yaml_only}: invalid JSON" in out.stderr
+
+
+def test_run_top_and_breaches_only(tmp_path):
+    path = tmp_path / "book.yaml"
+    path.write_text(yaml.safe_dump(book(*(position(f"S{i}", quantity=i, var=900.0 if i == 9
+                                                   else 50_000.0) for i in range(1, 10)),
+                                        equity=10_000_000)))
+    env = {"STRESS_DB": str(tmp_path / "s.db")}
+    out = cli("run", "--book", str(path), "--top", "3", env=env)
+    assert out.returncode == 1, out.stderr
+    table = [line.split()[0] for line in out.stdout.splitlines()[4:8]]
+    assert table == ["S9", "S8", "S7", "PORTFOLIO"]
+    assert "Shown: 3 of 9 symbols (the largest losses among the tested ones)" in out.stdout
+    out = cli("run", "--book", str(path), "--breaches-only", env=env)
+    assert [line.split()[0] for line in out.stdout.splitlines()[4:6]] == ["S9", "PORTFOLIO"]
+    assert "Shown: 1 of 9 symbols (breached ones)" in out.stdout
+    out = cli("run", "--top", "0", env=env)
+    assert out.returncode == 2 and "must be a whole number >= 1" in out.stderr
+
+
+def test_unknown_symbol_lists_close_matches_and_case_is_ignored(tmp_path):
+    env = {"STRESS_DB": str(tmp_path / "s.db")}
+    out = cli("run", "--symbols", "mes,Mnq", "--json", env=env)
+    assert out.returncode == 0, out.stderr
+    assert list(json.loads(out.stdout)["symbols"]) == ["MES", "MNQ"]
+    out = cli("run", "--symbols", "MESS,XYZ", env=env)
+    assert out.returncode == 2
+    assert out.stderr.strip() == (
+        "stress-runner: error: symbols: not in the book of plugin embedded_host (stress_book): "
+        "MESS: did you mean MES?; XYZ: no close match; the book has MES, MNQ, M2K, "
+        "MCL, MES_P5700 (got 'MESS,XYZ')")
+
+
+def test_unknown_disabled_plugin_is_a_warning_naming_the_known_ones(tmp_path):
+    out = cli("plugins", env={"STRESS_DISABLE_PLUGINS": "pagerdty",
+                              "STRESS_DB": str(tmp_path / "s.db")})
+    assert out.returncode == 0
+    assert ("STRESS_DISABLE_PLUGINS names no installed plugin: pagerdty (known plugins: "
+            "embedded_host, flash_crash, history, pagerduty, riskagent_v2") in out.stderr
+    assert "pagerduty" in out.stdout  # nothing real was blocked
+
+
+def test_plugins_lists_the_services_own_plugin(tmp_path):
+    out = cli("plugins", "--json", env={"STRESS_DB": str(tmp_path / "s.db")})
+    plugins = {p["name"]: p for p in json.loads(out.stdout)["plugins"]}
+    assert plugins["live_limits"] == {"name": "live_limits", "distribution": "stress-plugin",
+                                      "version": plugins["riskagent_v2"]["version"],
+                                      "hooks": ["stress_limits"]}
+
+
+def test_log_lines_have_utc_timestamps_and_a_json_format(tmp_path):
+    import re
+
+    env = {"STRESS_DB": str(tmp_path / "s.db")}
+    out = cli("run", env=env)
+    first = out.stderr.splitlines()[0]
+    assert re.match(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z stress_runner info: stress run ",
+                    first), first
+    out = cli("run", env={**env, "STRESS_LOG_FORMAT": "json"})
+    lines = [json.loads(line) for line in out.stderr.splitlines()]
+    assert lines[0]["logger"] == "stress_runner" and lines[0]["level"] == "info"
+    assert "symbols_tested=5" in lines[0]["message"]
+    assert re.match(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$", lines[0]["time"])
+    out = cli("run", env={**env, "STRESS_LOG_FORMAT": "xml"})
+    assert out.returncode == 2 and "STRESS_LOG_FORMAT" in out.stderr

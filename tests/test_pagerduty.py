@@ -514,3 +514,29 @@ def test_a_confirmed_kill_switch_sends_no_extra_page(pd: FakePagerDuty, outbox: 
 
     outbox.alert(replace(result("run-10", ["MES"]), kill_switch_confirmed=True))
     assert [e["dedup_key"] for e in pd.accepted()] == ["stress_runner/flash_crash_lite/run-10"]
+
+
+def test_page_links_the_run_report_when_the_public_url_is_set(
+        pd: FakePagerDuty, outbox: Outbox, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("STRESS_PUBLIC_URL", "https://stress.example.com/")
+    monkeypatch.setenv("PD_RUNBOOK_URL", "https://wiki/runbook")
+    outbox.alert(result("run 1", ["MES"]))
+    [event] = pd.accepted()
+    assert event["links"] == [
+        {"href": "https://stress.example.com/api/v1/stress/results/run%201/report",
+         "text": "Run report"},
+        {"href": "https://wiki/runbook", "text": "Runbook"}]
+    from dataclasses import replace
+
+    outbox.alert(replace(result("run 3", ["MES"], scenario="other"),
+                         kill_switch_confirmed=False, halted=True))
+    unconfirmed = next(e for e in pd.accepted() if "unconfirmed" in e["dedup_key"])
+    assert unconfirmed["links"][0] == {
+        "href": "https://stress.example.com/api/v1/stress/results/run%203/report",
+        "text": "Run report"}
+
+
+def test_a_public_url_without_a_scheme_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("STRESS_PUBLIC_URL", "stress.example.com")
+    with pytest.raises(ConfigError, match="STRESS_PUBLIC_URL"):
+        load_settings()

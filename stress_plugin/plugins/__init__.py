@@ -98,8 +98,19 @@ def build_manager(disabled: Iterable[str] = (), *, entry_points: bool = True
                               f"STRESS_DISABLE_PLUGINS={ep.name}") from None
         if ep.dist is not None:
             dists[ep.name] = ep.dist
+    if entry_points:
+        _warn_unknown(disabled, {ep.name for ep in
+                                 importlib.metadata.entry_points(group=PROJECT_NAME)})
     check(pm)
     return pm, dists
+
+
+def _warn_unknown(disabled: Iterable[str], known: set[str]) -> None:
+    """A misspelled STRESS_DISABLE_PLUGINS name blocks nothing: say so, with the real names."""
+    unknown = sorted(set(disabled) - known)
+    if unknown:
+        log.warning("STRESS_DISABLE_PLUGINS names no installed plugin: %s (known plugins: %s)",
+                    ", ".join(unknown), ", ".join(sorted(known)) or "none")
 
 
 def check(pm: pluggy.PluginManager) -> None:
@@ -134,9 +145,13 @@ class Plugins:
         pm, dists = build_manager(disabled)
         return cls(pm, trace=trace, distributions=dists)
 
-    def register(self, plugin: object, name: str | None = None) -> None:
-        """Add a plugin object by hand (a host embedding the runner, or a test)."""
+    def register(self, plugin: object, name: str | None = None,
+                 distribution: str | None = None) -> None:
+        """Add a plugin object by hand (a host embedding the runner, the service's own, or a
+        test); ``distribution`` is what ``describe`` reports it under."""
         registered = self.pm.register(plugin, name=name)
+        if distribution is not None and registered is not None:
+            self.distributions[registered] = importlib.metadata.distribution(distribution)
         try:
             check(self.pm)
         except PluginError:

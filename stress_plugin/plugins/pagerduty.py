@@ -69,6 +69,8 @@ class PagerDutyAlerter:
             )
             if href
         ]
+        self.public_url = settings.stress_public_url
+        """STRESS_PUBLIC_URL: every page then links the run's report first."""
         self.request_timeout_s = request_timeout_s
         self._own_client = client is None
         self._client = client
@@ -166,8 +168,12 @@ class PagerDutyAlerter:
             "dedup_key": make_dedup_key(report.scenario, f"unconfirmed/{report.run_id}"),
             "payload": payload,
         }
-        if self.links:
-            event["links"] = self.links
+        links = list(self.links)
+        if self.public_url:  # the run's report shows the breach the halt was for
+            links.insert(0, {"href": report_url(self.public_url, report.run_id),
+                             "text": "Run report"})
+        if links:
+            event["links"] = links
         return event
 
     def failure_event(self, report: StressResult, dedup_key: str) -> dict[str, Any]:
@@ -202,8 +208,12 @@ class PagerDutyAlerter:
             payload["timestamp"] = report.timestamp
         event: dict[str, Any] = {"event_action": "trigger", "dedup_key": dedup_key,
                                  "payload": payload}
-        if self.links:
-            event["links"] = self.links
+        links = list(self.links)
+        if self.public_url:  # the on-call opens the run's report from the page
+            links.insert(0, {"href": report_url(self.public_url, report.run_id),
+                             "text": "Run report"})
+        if links:
+            event["links"] = links
         return event
 
     # -- sending ----------------------------------------------------------------------------
@@ -271,6 +281,13 @@ class PagerDutyAlerter:
 
 
 # -- pure helpers -----------------------------------------------------------------------------
+
+
+def report_url(public_url: str, run_id: str) -> str:
+    """Where the service serves a run's HTML report."""
+    from urllib.parse import quote
+
+    return f"{public_url.rstrip('/')}/api/v1/stress/results/{quote(run_id, safe='')}/report"
 
 
 def make_dedup_key(scenario: str, episode: str) -> str:
