@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -10,10 +10,18 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from stress_hookspecs import StressResult
+from stress_hookspecs.types import SymbolMetrics
 from stress_plugin.errors import FAILURE_REASONS
 
-RUNTIME_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1)
-"""0.1 ms to 100 ms: the 50 ms budget sits between the last two buckets."""
+RUNTIME_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075,
+                   0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0, 2.5, 5.0)
+"""0.1 ms to 5 s: the 50 ms budget is a bucket edge, and a run several times over it (a
+big book, a throttled pod) still lands in a finite bucket, so quantiles quote its real size."""
+SYMBOL_SERIES = 100
+"""Per-symbol series of the latest run per scenario: the largest losses (the runbook's
+100-symbol book fits whole); bounds the metric's cardinality for big books."""
+BREACH_SERIES = 100
+"""Breach series of the latest run per scenario: the most exceeded limits first."""
 
 
 class Metrics:
@@ -60,6 +68,27 @@ class Metrics:
                                      registry=r)
         self.halted = Gauge("stress_halted", "1 while trading is halted by a KILL_SWITCH.",
                             registry=r)
+        self.breach_active = Gauge(
+            "stress_breach_active", "1 while the latest run of the scenario breached (the "
+            "breach episode, which the runner's page covers); 0 after a passing run.",
+            ["scenario"], registry=r)
+        self.breach_value = Gauge(
+            "stress_breach_value", "A breach of the latest run of the scenario: the metric's "
+            "value (the most exceeded limits, at most 100).", ["scenario", "symbol", "limit"],
+            registry=r)
+        self.breach_threshold = Gauge(
+            "stress_breach_threshold", "The limit that stress_breach_value exceeded.",
+            ["scenario", "symbol", "limit"], registry=r)
+        self.breach_time = Gauge(
+            "stress_breach_timestamp_seconds", "When the run that found the breach ran, unix "
+            "seconds.", ["scenario", "symbol", "limit"], registry=r)
+        self.symbol_loss = Gauge(
+            "stress_symbol_loss", "Loss (max(0, -worst P&L), currency) of a symbol in the latest "
+            "run of the scenario: the 100 largest losses.", ["scenario", "symbol"], registry=r)
+        self.symbol_headroom = Gauge(
+            "stress_symbol_headroom_ratio", "Headroom of a symbol in the latest run of the "
+            "scenario (the symbols of stress_symbol_loss).", ["scenario", "symbol"], registry=r)
+        self._latest_labels: dict[str, tuple[list[tuple[str, str]], list[str]]] = {}
         self.before_render: Callable[[], None] = lambda: None
         """Called at every scrape, so gauges read from the store and scheduler are current."""
         self.scheduler_counts: Callable[[], dict[str, int]] = dict
@@ -97,14 +126,66 @@ class Metrics:
         self.symbols_skipped.set(len(result.skipped_symbols))
         self.last_run.set(finished_unix)
         self.headroom.labels(result.scenario).set(result.headroom)
+        if isinstance(result.symbols, SymbolMetrics):
+            names, worst, *_, headroom = result.symbols.columns
+        else:
+            names = list(result.symbols)
+            worst = [m.worst_pnl for m in result.symbols.values()]
+            headroom = [m.headroom for m in result.symbols.values()]
+        self._latest(result.scenario, _unix(result.timestamp),
+                     [(b.symbol, b.limit, b.value, b.threshold) for b in result.breaches],
+                     names, worst, headroom)
 
     def restore(self, latest_runs: list[dict[str, Any]]) -> None:
-        """Gauges of the last stored runs, so a restart does not read as 'never ran'."""
+        """Gauges of the last stored runs, so a restart does not read as 'never ran'; each
+        run's ``result`` (when given) restores its breach and per-symbol series too."""
         for run in latest_runs:  # oldest first: the newest run sets the unlabelled gauges
             self.headroom.labels(run["scenario"]).set(run["headroom"])
-            self.last_run.set(datetime.fromisoformat(run["timestamp"]).timestamp())
+            self.last_run.set(_unix(run["timestamp"]))
             self.symbols_tested.set(run["symbols_tested"])
             self.symbols_skipped.set(run["symbols_skipped"])
+            result = run.get("result")
+            if result is not None:
+                symbols = result["symbols"]
+                self._latest(run["scenario"], _unix(run["timestamp"]),
+                             [(b["symbol"], b["limit"], b["value"], b["threshold"])
+                              for b in result["breaches"]], list(symbols),
+                             [m["worst_pnl"] for m in symbols.values()],
+                             [m["headroom"] for m in symbols.values()])
+
+    def _latest(self, scenario: str, when: float,
+                breaches: list[tuple[str, str, float, float]], names: Sequence[str],
+                worst: Sequence[float], headroom: Sequence[float]) -> None:
+        """The breach episode, breach and per-symbol series of a scenario's latest run,
+        replacing the previous run's (a symbol no longer among them leaves no stale series)."""
+        import numpy as np
+
+        old_breaches, old_symbols = self._latest_labels.get(scenario, ([], []))
+        for symbol, limit in old_breaches:
+            for gauge in (self.breach_value, self.breach_threshold, self.breach_time):
+                gauge.remove(scenario, symbol, limit)
+        for symbol in old_symbols:
+            self.symbol_loss.remove(scenario, symbol)
+            self.symbol_headroom.remove(scenario, symbol)
+        self.breach_active.labels(scenario).set(1 if breaches else 0)
+        # most exceeded first; an identical label set (two evaluators) is kept once
+        ranked = sorted(breaches, key=lambda b: -(b[2] / b[3]) if b[3] else 0.0)
+        kept: dict[tuple[str, str], tuple[float, float]] = {}
+        for symbol, limit, value, threshold in ranked:
+            if len(kept) < BREACH_SERIES:
+                kept.setdefault((symbol, limit), (value, threshold))
+        for (symbol, limit), (value, threshold) in kept.items():
+            self.breach_value.labels(scenario, symbol, limit).set(value)
+            self.breach_threshold.labels(scenario, symbol, limit).set(threshold)
+            self.breach_time.labels(scenario, symbol, limit).set(when)
+        name_list = names.tolist() if hasattr(names, "tolist") else list(names)
+        worst_array = np.asarray(worst, dtype=np.float64)
+        headroom_list = np.asarray(headroom, dtype=np.float64).tolist()
+        order = np.argsort(worst_array, kind="stable")[:SYMBOL_SERIES].tolist()
+        for i in order:
+            self.symbol_loss.labels(scenario, name_list[i]).set(max(0.0, -worst_array[i]))
+            self.symbol_headroom.labels(scenario, name_list[i]).set(headroom_list[i])
+        self._latest_labels[scenario] = (list(kept), [name_list[i] for i in order])
 
     def plugin_error(self, plugin: str) -> None:
         self.plugin_errors.labels(plugin).inc()
@@ -120,6 +201,8 @@ class Metrics:
                 self.failed_runs.labels(scenario, reason)
             for trigger in ("schedule", "manual"):
                 self.runs.labels(scenario, trigger)
+            if scenario not in self._latest_labels:
+                self.breach_active.labels(scenario).set(0)
         for plugin in plugins:
             self.plugin_errors.labels(plugin)
         self.sinks = list(sinks)
@@ -156,6 +239,10 @@ class _OutboxCollector:
             oldest.add_metric([sink], max(0.0, age))
         yield pending
         yield oldest
+
+
+def _unix(timestamp: str) -> float:
+    return datetime.fromisoformat(timestamp).timestamp()
 
 
 class _SchedulerCollector:

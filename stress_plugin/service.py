@@ -89,7 +89,8 @@ class StressService:
         self.metrics.scheduler_counts = self._scheduler_counts
         self.metrics.outbox_stats = self.store.outbox_stats
         self.metrics.before_render = self._refresh_gauges
-        self.metrics.restore(self.store.latest_runs())
+        self.metrics.restore([{**run, "result": self.store.run(run["run_id"])}
+                              for run in self.store.latest_runs()])
         self.metrics.declare(
             scenarios=sorted(self.runner.scenarios()),
             plugins=[info.name for info in self.plugins.describe()],

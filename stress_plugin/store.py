@@ -631,7 +631,7 @@ class Store:
     def latest_runs(self) -> list[dict[str, Any]]:
         """The newest run of each scenario, oldest first: what the metrics show after a restart."""
         rows = self._query(
-            "SELECT scenario, timestamp, headroom,"
+            "SELECT run_id, scenario, timestamp, headroom,"
             " json_extract(result, '$.symbols_tested') AS symbols_tested,"
             " json_array_length(result, '$.skipped_symbols') AS symbols_skipped"
             " FROM runs AS r WHERE rowid = (SELECT rowid FROM runs WHERE scenario = r.scenario"

@@ -18,13 +18,14 @@ import httpx
 import pytest
 import yaml
 
-from conftest import ROOT, book, position
+from conftest import ROOT, book, position, require
 from test_serve import free_port, start_serve
 
 DEPLOY = ROOT / "deploy"
 DASHBOARD = DEPLOY / "grafana" / "stress-runner.json"
 RULES = DEPLOY / "prometheus" / "stress-runner.rules.yml"
 RULE_TESTS = DEPLOY / "prometheus" / "stress-runner.rules.test.yml"
+ALERTMANAGER = DEPLOY / "alertmanager" / "alertmanager.yml"
 K8S = DEPLOY / "k8s"
 RUNBOOK_PANELS = ("Hourly Stress Breach Count", "Stress Test Runtime", "Symbols Tested per Run",
                   "Time Since Last Stress Test")
@@ -87,6 +88,13 @@ def test_dashboard_has_the_runbook_panels_and_a_datasource_variable():
         assert panel["datasource"] == {"type": "prometheus", "uid": "${datasource}"}
         assert all(t["datasource"] == panel["datasource"] for t in panel["targets"])
     by_title = {panel["title"]: panel for panel in board["panels"]}
+    for title, columns in (("Breach History", {"time", "value", "threshold"}),
+                           ("Latest Run per Symbol", {"loss", "headroom"})):
+        panel = by_title[title]
+        assert panel["type"] == "table"
+        assert all(t["format"] == "table" and t["instant"] for t in panel["targets"])
+        organize = panel["transformations"][-1]["options"]["renameByName"]
+        assert set(organize.values()) == columns
     steps = by_title["Time Since Last Stress Test"]["fieldConfig"]["defaults"]["thresholds"]
     assert {"color": "red", "value": 7200} in steps["steps"]
     runtime = by_title["Stress Test Runtime"]["fieldConfig"]["defaults"]
@@ -106,6 +114,35 @@ def test_every_rule_is_annotated_and_unit_tested_both_ways():
         for case in test["alert_rule_test"]:
             cases.setdefault(case["alertname"], set()).add(bool(case["exp_alerts"]))
     assert cases == {rule["alert"]: {True, False} for rule in alerts}
+
+
+def test_check_script_routes_every_alert_and_pages_breaches_once():
+    """Every alert of the rules has a routing case in check.sh, critical ones page through
+    Alertmanager except StressBreach, which the runner pages itself."""
+    cases = {name: receiver for receiver, name in re.findall(
+        r"^route (\S+) alertname=(\S+)", (DEPLOY / "check.sh").read_text(), re.M)}
+    expected = {rule["alert"]: "pagerduty" if rule["labels"]["severity"] == "critical"
+                else "team-channel" for rule in rules()}
+    expected["StressBreach"] = "team-channel"
+    expected["StressKillSwitchUnconfirmed"] = "team-channel"  # the runner pages it itself
+    assert {name: cases.get(name) for name in expected} == expected
+    config = yaml.safe_load(ALERTMANAGER.read_text())
+    assert {r["name"] for r in config["receivers"]} == {"pagerduty", "team-channel"}
+    assert "routing_key" not in ALERTMANAGER.read_text().replace("routing_key_file", "")
+
+
+def test_every_alert_names_its_runner_and_scenario():
+    for rule in rules():
+        expr = " ".join(rule["expr"].split())
+        if rule["alert"] == "StressRunnerAbsent":  # no runner: nothing to name
+            assert expr.startswith("absent(")
+            continue
+        groupings = re.findall(r"by \(([^)]*)\)", expr)
+        assert groupings, rule["alert"]
+        for grouping in groupings:
+            assert {"job", "instance"} <= {g.strip() for g in grouping.split(",")}, rule["alert"]
+        if "scenario" in expr or "breach" in expr:
+            assert all("scenario" in g for g in groupings if "le" not in g), rule["alert"]
 
 
 def test_k8s_deployment_is_one_hardened_replica_with_its_store_on_a_volume():
@@ -160,9 +197,9 @@ def test_dockerfile_installs_the_three_distributions_as_a_non_root_user():
     assert 'CMD ["serve", "--host", "0.0.0.0"]' in text
 
 
-@pytest.mark.skipif(shutil.which("promtool") is None,
-                    reason="promtool is not installed (apt-get install -y prometheus)")
 def test_check_script_passes():
+    require("promtool", "prometheus")
+    require("amtool", "prometheus-alertmanager")
     assert os.access(DEPLOY / "check.sh", os.X_OK)
     out = subprocess.run([str(DEPLOY / "check.sh")], capture_output=True, text=True,
                          timeout=60)
@@ -310,6 +347,10 @@ def test_a_real_prometheus_runs_every_dashboard_query_and_rule(service: str, tmp
 
         (breach,) = prometheus.wait("StressBreach firing", lambda: firing("StressBreach"))
         assert breach["labels"]["scenario"] == "flash_crash_lite"
+        assert breach["labels"]["instance"] == service
+        history = prometheus.query(by_title["Breach History"])
+        assert {(r["metric"]["symbol"], r["metric"]["limit"]) for r in history} == {
+            ("MES", "max_drawdown_pct"), ("PORTFOLIO", "max_drawdown_pct")}
         assert not firing("StressRunnerDown") and not firing("StressRunMissing")
     finally:
         prometheus.stop()
