@@ -587,8 +587,9 @@ class Store:
     def recent_runs(self, limit: int = 50) -> list[dict[str, Any]]:
         """The newest runs' summaries, newest first (the service's index page)."""
         rows = self._query(
-            "SELECT run_id, timestamp, scenario, status, trigger, breach_count, kill_switch, headroom,"
-            " runtime_ms, json_extract(result, '$.symbols_tested') AS symbols_tested FROM runs"
+            "SELECT run_id, timestamp, scenario, status, trigger, breach_count, kill_switch,"
+            " headroom, runtime_ms, json_extract(result, '$.symbols_tested') AS symbols_tested"
+            " FROM runs"
             " ORDER BY timestamp DESC, rowid DESC LIMIT ?", (limit,))
         return [{**dict(r), "kill_switch": bool(r["kill_switch"])} for r in rows]
 

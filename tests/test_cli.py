@@ -7,6 +7,7 @@ import os
 import re
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import yaml
@@ -20,6 +21,8 @@ STRESS_RUNNER = str(Path(sys.executable).with_name("stress-runner"))
 def cli(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None
         ) -> subprocess.CompletedProcess[str]:
     full_env = {k: v for k, v in os.environ.items() if not k.startswith(("PD_", "STRESS_"))}
+    # never the user's own store: a test's migrations must not reach ~/.local/state
+    full_env["STRESS_DB"] = str(Path(tempfile.mkdtemp(prefix="stress-cli-")) / "stress.db")
     full_env.update(env or {})
     return subprocess.run([STRESS_RUNNER, *args], capture_output=True, text=True, env=full_env,
                           cwd=cwd, timeout=120)
@@ -332,11 +335,11 @@ def test_run_top_and_breaches_only(tmp_path):
     env = {"STRESS_DB": str(tmp_path / "s.db")}
     out = cli("run", "--book", str(path), "--top", "3", env=env)
     assert out.returncode == 1, out.stderr
-    table = [line.split()[0] for line in out.stdout.splitlines()[4:8]]
+    table = [line.split()[0] for line in out.stdout.splitlines()[5:9]]
     assert table == ["S9", "S8", "S7", "PORTFOLIO"]
     assert "Shown: 3 of 9 symbols (the largest losses among the tested ones)" in out.stdout
     out = cli("run", "--book", str(path), "--breaches-only", env=env)
-    assert [line.split()[0] for line in out.stdout.splitlines()[4:6]] == ["S9", "PORTFOLIO"]
+    assert [line.split()[0] for line in out.stdout.splitlines()[5:7]] == ["S9", "PORTFOLIO"]
     assert "Shown: 1 of 9 symbols (breached ones)" in out.stdout
     out = cli("run", "--top", "0", env=env)
     assert out.returncode == 2 and "must be a whole number >= 1" in out.stderr
@@ -350,7 +353,7 @@ def test_unknown_symbol_lists_close_matches_and_case_is_ignored(tmp_path):
     out = cli("run", "--symbols", "MESS,XYZ", env=env)
     assert out.returncode == 2
     assert out.stderr.strip() == (
-        "stress-runner: error: symbols: not in the book of plugin embedded_host (stress_book): "
+        "stress-runner: error: symbols: not in the book of plugin embedded_host: "
         "MESS: did you mean MES?; XYZ: no close match; the book has MES, MNQ, M2K, "
         "MCL, MES_P5700 (got 'MESS,XYZ')")
 
@@ -364,12 +367,16 @@ def test_unknown_disabled_plugin_is_a_warning_naming_the_known_ones(tmp_path):
     assert "pagerduty" in out.stdout  # nothing real was blocked
 
 
-def test_plugins_lists_the_services_own_plugin(tmp_path):
+def test_plugins_lists_what_the_service_runs_with(tmp_path):
+    from stress_plugin.service import StressService
+    from stress_plugin.settings import load_settings
+
     out = cli("plugins", "--json", env={"STRESS_DB": str(tmp_path / "s.db")})
-    plugins = {p["name"]: p for p in json.loads(out.stdout)["plugins"]}
-    assert plugins["live_limits"] == {"name": "live_limits", "distribution": "stress-plugin",
-                                      "version": plugins["riskagent_v2"]["version"],
-                                      "hooks": ["stress_limits"]}
+    listed = json.loads(out.stdout)["plugins"]
+    service = StressService(load_settings())
+    assert listed == [info.to_dict() for info in service.plugins.describe()]
+    assert {p["name"] for p in listed} >= {"embedded_host", "flash_crash", "pagerduty",
+                                           "riskagent_v2"}
 
 
 def test_log_lines_have_utc_timestamps_and_a_json_format(tmp_path):

@@ -351,3 +351,25 @@ def png_colours(path: Path) -> dict[tuple[int, int, int], int]:
             rgb = (line[x], line[x + 1], line[x + 2])
             counts[rgb] = counts.get(rgb, 0) + 1
     return counts
+
+
+def test_a_failed_run_has_a_report_with_its_error(tmp_path: Path):
+    bad = tmp_path / "book.yaml"
+    bad.write_text(yaml.safe_dump(book(position(price=-1.0))))
+    target = tmp_path / "failed.html"
+    out = cli("run", "--book", str(bad), "--report", str(target),
+              env={"STRESS_DB": str(tmp_path / "s.db")})
+    assert out.returncode == 2
+    page = target.read_text()
+    assert "<th>status</th><td>failed</td>" in page
+    assert "positions[0] (MES).price: must be a finite number &gt; 0" in page
+    assert "No P&amp;L paths are stored for this run" in page
+    with Store(tmp_path / "s.db") as store:
+        assert "failed" in report.render_index(store.recent_runs())
+
+
+def test_report_header_shows_book_source_and_limit_sources(tmp_path: Path):
+    result, paths = stored(tmp_path)
+    page = report.render_html(result, paths)
+    assert f"<th>book source</th><td>{tmp_path / 'book.yaml'}</td>" in page
+    assert "<tr><td>max_drawdown_pct</td><td>0.05</td><td>scenario</td></tr>" in page
