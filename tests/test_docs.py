@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import re
+from pathlib import Path
 
 import stress_hookspecs
 from conftest import ROOT
@@ -35,3 +36,34 @@ def test_runbook_env_vars_are_documented():
                  "STRESS_MAX_RUNTIME_MS", "PD_EVENTS_URL", "STRESS_API_TOKEN", "STRESS_DB",
                  "STRESS_DISABLE_PLUGINS", "STRESS_SCENARIOS"):
         assert f"`{name}`" in README
+
+
+def test_every_python_snippet_runs_as_printed(tmp_path):
+    """Each ```python block of the README, and each `python -c` line of its bash blocks, runs
+    with exit 0 in a fresh interpreter (the store in a temporary file)."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PD_", "STRESS_"))}
+    env["STRESS_DB"] = str(tmp_path / "stress.db")
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    # the NautilusTrader fragment needs an engine and ~670 MB of NautilusTrader: the host's own
+    # tests and examples/nautilus_backtest.py run it, in CI's second venv
+    snippets = [code for code in re.findall(r"```python\n(.*?)```", README, re.S)
+                if "stress_host_nautilus" not in code]
+    commands = [line for block in re.findall(r"```bash\n(.*?)```", README, re.S)
+                for line in block.splitlines() if line.startswith("python -c ")]
+    assert len(snippets) >= 2 and commands
+    for i, code in enumerate(snippets):
+        script = tmp_path / f"snippet{i}.py"
+        script.write_text(code)
+        out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                             cwd=ROOT, env=env, timeout=60)
+        assert out.returncode == 0, f"README snippet {i}:\n{code}\n{out.stderr}"
+        if "StressRunner()" in code:
+            assert "passed plugin trading_host plugin trading_host" in out.stdout, out.stdout
+    for command in commands:
+        out = subprocess.run(["bash", "-c", command], capture_output=True, text=True,
+                             cwd=ROOT, env=env, timeout=60)
+        assert out.returncode == 0, f"{command}\n{out.stderr}"
