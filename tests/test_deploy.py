@@ -354,3 +354,104 @@ def test_a_real_prometheus_runs_every_dashboard_query_and_rule(service: str, tmp
         assert not firing("StressRunnerDown") and not firing("StressRunMissing")
     finally:
         prometheus.stop()
+
+
+# -- a real Alertmanager with the shipped routes and inhibit rules -------------------------------
+
+class Receiver:
+    """An HTTP server standing in for PagerDuty and the team channel: webhook bodies by path."""
+
+    def __init__(self) -> None:
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        self.received: list[tuple[str, dict[str, Any]]] = []
+        received = self.received
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                received.append((self.path, json.loads(body)))
+                self.send_response(200)
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def alerts(self, path: str) -> set[tuple[str, str]]:
+        return {(a["labels"]["alertname"], a["labels"].get("instance", ""))
+                for p, body in self.received if p == path for a in body["alerts"]}
+
+
+def test_a_real_alertmanager_pages_once_per_incident(tmp_path: Path):
+    """The shipped routes and inhibit rules, with each receiver swapped for a webhook to a
+    local server and the group waits shortened: a breach reaches the team channel only, a
+    down runner pages once for itself and not for its missing runs or stuck deliveries,
+    another runner's missing runs still page, stuck deliveries page once per runner and sink,
+    and the breach hides the halt it caused."""
+    binary = require("prometheus-alertmanager", "prometheus-alertmanager")
+    receiver = Receiver()
+    config = yaml.safe_load(ALERTMANAGER.read_text())
+    config["receivers"] = [{"name": r["name"], "webhook_configs": [
+        {"url": f"{receiver.url}/{r['name']}", "send_resolved": False}]}
+        for r in config["receivers"]]
+    for route in [config["route"], *config["route"]["routes"]]:
+        route.update(group_wait="1s", group_interval="1s")
+    path = tmp_path / "alertmanager.yml"
+    path.write_text(yaml.safe_dump(config))
+    port = free_port()
+    log = (tmp_path / "alertmanager.log").open("w")
+    proc = subprocess.Popen([binary, f"--config.file={path}", f"--storage.path={tmp_path / 'am'}",
+                             f"--web.listen-address=127.0.0.1:{port}", "--cluster.listen-address=",
+                             "--log.level=warn"], stdout=log, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}/api/v2"
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                if httpx.get(f"{base}/status", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline and proc.poll() is None, "alertmanager down"
+            time.sleep(0.2)
+
+        def alert(name: str, severity: str, instance: str, **labels: str) -> dict[str, Any]:
+            return {"labels": {"alertname": name, "severity": severity, "job": "stress-runner",
+                               "instance": instance, "service": "stress-runner", **labels},
+                    "annotations": {"summary": name}}
+
+        sent = httpx.post(f"{base}/alerts", json=[
+            alert("StressBreach", "critical", "pod:8000", scenario="flash_crash_lite"),
+            alert("StressTradingHalted", "warning", "pod:8000"),
+            alert("StressRunnerDown", "critical", "pod2:8000"),
+            alert("StressRunMissing", "critical", "pod2:8000"),
+            alert("StressRunMissing", "critical", "pod3:8000"),
+            # stuck deliveries: one page per runner and sink; a down runner's are inhibited
+            alert("StressAlertsStuckInOutbox", "critical", "pod5:8000", sink="pagerduty"),
+            alert("StressAlertsStuckInOutbox", "critical", "pod5:8000", sink="webhook"),
+            alert("StressAlertsStuckInOutbox", "critical", "pod2:8000", sink="pagerduty"),
+        ], timeout=5)
+        assert sent.status_code == 200, sent.text
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and (
+                len(receiver.alerts("/pagerduty")) < 3 or not receiver.alerts("/team-channel")):
+            time.sleep(0.2)
+        time.sleep(3)  # a few more group intervals: anything wrongly let through shows up
+        assert receiver.alerts("/pagerduty") == {("StressRunnerDown", "pod2:8000"),
+                                                 ("StressRunMissing", "pod3:8000"),
+                                                 ("StressAlertsStuckInOutbox", "pod5:8000")}
+        stuck = [body for path, body in receiver.received if path == "/pagerduty"
+                 and body["groupLabels"].get("alertname") == "StressAlertsStuckInOutbox"]
+        assert sorted(body["groupLabels"]["sink"] for body in stuck) == ["pagerduty", "webhook"]
+        assert all(len(body["alerts"]) == 1 for body in stuck)
+        assert receiver.alerts("/team-channel") == {("StressBreach", "pod:8000")}
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+        log.close()
+        receiver.server.shutdown()
