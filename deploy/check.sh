@@ -3,9 +3,9 @@
 # * Prometheus (Debian: apt-get install -y prometheus): the rules parse, their unit tests
 #   pass, the example prometheus.yml is valid.
 # * Alertmanager (Debian: apt-get install -y prometheus-alertmanager): alertmanager.yml is
-#   valid, and every alert of the rules routes where it should: StressBreach to the team
-#   channel only (the runner pages breaches itself), the other critical alerts to PagerDuty,
-#   warnings to the team channel.
+#   valid, and every alert of the rules routes where it should: StressBreach and
+#   StressRunFailed to the team channel only (the runner pages breaches and failed runs
+#   itself), the other critical alerts to PagerDuty, warnings to the team channel.
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -40,6 +40,8 @@ route() {
 }
 S="service=stress-runner job=stress-runner instance=pod:8000"
 route team-channel alertname=StressBreach severity=critical scenario=flash_crash_lite $S
+route team-channel alertname=StressRunFailed severity=critical scenario=flash_crash_lite \
+    reason=book_unavailable $S
 route pagerduty alertname=StressRunnerDown severity=critical $S
 route pagerduty alertname=StressRunnerAbsent severity=critical service=stress-runner \
     job=stress-runner

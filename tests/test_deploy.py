@@ -118,12 +118,12 @@ def test_every_rule_is_annotated_and_unit_tested_both_ways():
 
 def test_check_script_routes_every_alert_and_pages_breaches_once():
     """Every alert of the rules has a routing case in check.sh, critical ones page through
-    Alertmanager except StressBreach, which the runner pages itself."""
+    Alertmanager except StressBreach and StressRunFailed, which the runner pages itself."""
     cases = {name: receiver for receiver, name in re.findall(
         r"^route (\S+) alertname=(\S+)", (DEPLOY / "check.sh").read_text(), re.M)}
     expected = {rule["alert"]: "pagerduty" if rule["labels"]["severity"] == "critical"
                 else "team-channel" for rule in rules()}
-    expected["StressBreach"] = "team-channel"
+    expected["StressBreach"] = expected["StressRunFailed"] = "team-channel"
     expected["StressKillSwitchUnconfirmed"] = "team-channel"  # the runner pages it itself
     assert {name: cases.get(name) for name in expected} == expected
     config = yaml.safe_load(ALERTMANAGER.read_text())
@@ -389,7 +389,8 @@ class Receiver:
 
 def test_a_real_alertmanager_pages_once_per_incident(tmp_path: Path):
     """The shipped routes and inhibit rules, with each receiver swapped for a webhook to a
-    local server and the group waits shortened: a breach reaches the team channel only, a
+    local server and the group waits shortened: a breach, a failed run or an unconfirmed
+    KILL_SWITCH (which the runner pages itself) reaches the team channel only, a
     down runner pages once for itself and not for its missing runs or stuck deliveries,
     another runner's missing runs still page, stuck deliveries page once per runner and sink,
     and the breach hides the halt it caused."""
@@ -427,11 +428,14 @@ def test_a_real_alertmanager_pages_once_per_incident(tmp_path: Path):
 
         sent = httpx.post(f"{base}/alerts", json=[
             alert("StressBreach", "critical", "pod:8000", scenario="flash_crash_lite"),
+            alert("StressRunFailed", "critical", "pod4:8000", scenario="flash_crash_lite",
+                  reason="book_unavailable"),
             alert("StressTradingHalted", "warning", "pod:8000"),
             alert("StressRunnerDown", "critical", "pod2:8000"),
             alert("StressRunMissing", "critical", "pod2:8000"),
             alert("StressRunMissing", "critical", "pod3:8000"),
             # stuck deliveries: one page per runner and sink; a down runner's are inhibited
+            alert("StressKillSwitchUnconfirmed", "critical", "pod6:8000"),
             alert("StressAlertsStuckInOutbox", "critical", "pod5:8000", sink="pagerduty"),
             alert("StressAlertsStuckInOutbox", "critical", "pod5:8000", sink="webhook"),
             alert("StressAlertsStuckInOutbox", "critical", "pod2:8000", sink="pagerduty"),
@@ -449,7 +453,9 @@ def test_a_real_alertmanager_pages_once_per_incident(tmp_path: Path):
                  and body["groupLabels"].get("alertname") == "StressAlertsStuckInOutbox"]
         assert sorted(body["groupLabels"]["sink"] for body in stuck) == ["pagerduty", "webhook"]
         assert all(len(body["alerts"]) == 1 for body in stuck)
-        assert receiver.alerts("/team-channel") == {("StressBreach", "pod:8000")}
+        assert receiver.alerts("/team-channel") == {("StressBreach", "pod:8000"),
+                                                    ("StressRunFailed", "pod4:8000"),
+                                                    ("StressKillSwitchUnconfirmed", "pod6:8000")}
     finally:
         proc.terminate()
         proc.wait(timeout=10)
