@@ -526,6 +526,13 @@ def test_page_links_the_run_report_when_the_public_url_is_set(
         {"href": "https://stress.example.com/api/v1/stress/results/run%201/report",
          "text": "Run report"},
         {"href": "https://wiki/runbook", "text": "Runbook"}]
+    outbox.alert(failed("run 2"))  # a failed run's page links its report (with the error)
+    page = pd.accepted()[-1]
+    assert page["payload"]["class"] == "stress_run_failed"
+    assert page["links"] == [
+        {"href": "https://stress.example.com/api/v1/stress/results/run%202/report",
+         "text": "Run report"},
+        {"href": "https://wiki/runbook", "text": "Runbook"}]
     from dataclasses import replace
 
     outbox.alert(replace(result("run 3", ["MES"], scenario="other"),

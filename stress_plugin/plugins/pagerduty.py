@@ -168,11 +168,7 @@ class PagerDutyAlerter:
             "dedup_key": make_dedup_key(report.scenario, f"unconfirmed/{report.run_id}"),
             "payload": payload,
         }
-        links = list(self.links)
-        if self.public_url:  # the run's report shows the breach the halt was for
-            links.insert(0, {"href": report_url(self.public_url, report.run_id),
-                             "text": "Run report"})
-        if links:
+        if links := self.links_for(report):  # the report shows the breach the halt was for
             event["links"] = links
         return event
 
@@ -208,13 +204,17 @@ class PagerDutyAlerter:
             payload["timestamp"] = report.timestamp
         event: dict[str, Any] = {"event_action": "trigger", "dedup_key": dedup_key,
                                  "payload": payload}
-        links = list(self.links)
-        if self.public_url:  # the on-call opens the run's report from the page
-            links.insert(0, {"href": report_url(self.public_url, report.run_id),
-                             "text": "Run report"})
-        if links:
+        if links := self.links_for(report):
             event["links"] = links
         return event
+
+    def links_for(self, report: StressResult) -> list[dict[str, str]]:
+        """The page's links: the run's report first (with STRESS_PUBLIC_URL), so the on-call
+        opens the breach or the failure in one click, then the runbook and the dashboard."""
+        if not self.public_url:
+            return list(self.links)
+        return [{"href": report_url(self.public_url, report.run_id), "text": "Run report"},
+                *self.links]
 
     # -- sending ----------------------------------------------------------------------------
 
