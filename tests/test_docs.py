@@ -34,7 +34,8 @@ def test_ci_runs_the_readme_commands_verbatim():
 def test_runbook_env_vars_are_documented():
     for name in ("PD_ROUTING_KEY", "STRESS_ENABLED", "MARKET_HOURS_ONLY", "STRESS_MAX_SYMBOLS",
                  "STRESS_MAX_RUNTIME_MS", "PD_EVENTS_URL", "STRESS_API_TOKEN", "STRESS_DB",
-                 "STRESS_DISABLE_PLUGINS", "STRESS_SCENARIOS"):
+                 "STRESS_DISABLE_PLUGINS", "STRESS_SCENARIOS", "STRESS_LOG_FORMAT",
+                 "STRESS_PUBLIC_URL"):
         assert f"`{name}`" in README
 
 
