@@ -373,3 +373,27 @@ def test_report_header_shows_book_source_and_limit_sources(tmp_path: Path):
     page = report.render_html(result, paths)
     assert f"<th>book source</th><td>{tmp_path / 'book.yaml'}</td>" in page
     assert "<tr><td>max_drawdown_pct</td><td>0.05</td><td>scenario</td></tr>" in page
+
+
+def test_symbol_table_sorts_by_a_clicked_column_in_chromium(tmp_path: Path):
+    """The report's own script, in the browser: a click on "headroom" sorts the table by it
+    (largest first), a second click reverses it. The test appends only the clicks."""
+    result, paths = stored(tmp_path)
+    clicks = """<script>
+    var th = document.querySelector('#symbols th[data-col="6"]');
+    function order() {
+      return Array.prototype.map.call(document.querySelectorAll('#symbols tbody tr'),
+        function (tr) { return tr.cells[0].textContent; }).join(',');
+    }
+    th.click(); document.body.dataset.first = order();
+    th.click(); document.body.dataset.second = order();
+    </script></body>"""
+    page = tmp_path / "sorted.html"
+    page.write_text(report.render_html(result, paths).replace("</body>", clicks))
+    dom, requested = chromium(tmp_path, page)
+    assert requested == []
+    first = re.search(r'data-first="([^"]+)"', dom).group(1).split(",")
+    second = re.search(r'data-second="([^"]+)"', dom).group(1).split(",")
+    by_headroom = sorted([*result["symbols"], "PORTFOLIO"], key=lambda s: (
+        result["portfolio"] if s == "PORTFOLIO" else result["symbols"][s])["headroom"])
+    assert first == by_headroom[::-1] and second == by_headroom
