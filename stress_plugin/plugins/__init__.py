@@ -145,13 +145,9 @@ class Plugins:
         pm, dists = build_manager(disabled)
         return cls(pm, trace=trace, distributions=dists)
 
-    def register(self, plugin: object, name: str | None = None,
-                 distribution: str | None = None) -> None:
-        """Add a plugin object by hand (a host embedding the runner, the service's own, or a
-        test); ``distribution`` is what ``describe`` reports it under."""
+    def register(self, plugin: object, name: str | None = None) -> None:
+        """Add a plugin object by hand (a host embedding the runner, or a test)."""
         registered = self.pm.register(plugin, name=name)
-        if distribution is not None and registered is not None:
-            self.distributions[registered] = importlib.metadata.distribution(distribution)
         try:
             check(self.pm)
         except PluginError:
