@@ -261,6 +261,10 @@ class Deliverer:
 
     def _record(self, row: DeliveryRow, attempt: Attempt) -> None:
         what = f"delivery {row.id} to {row.sink} (run {row.run_id}, attempt {row.attempts})"
+        if attempt.outcome in ("error", "timeout"):
+            # counted before the store says so: whoever reads the attempt's error from the
+            # store (drain, alerts list) finds it counted already
+            self.plugins.errors[row.sink] += 1
         if attempt.status == "delivered":
             self.store.delivery_done(row.id, attempt.outcome)
             log.info("%s delivered%s", what,
@@ -282,8 +286,6 @@ class Deliverer:
             observer.alert_outcome(row.sink, attempt.outcome)
             if attempt.outcome in ("error", "timeout"):
                 observer.plugin_error(row.sink)
-        if attempt.outcome in ("error", "timeout"):
-            self.plugins.errors[row.sink] += 1
 
     def _backoff(self, attempt: int) -> float:
         """Capped exponential backoff with jitter: base x 2^(attempt-1), at most the cap,
