@@ -7,6 +7,7 @@ Range rules live in one place, ``BookArrays.from_book``, checked vectorized so t
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from operator import attrgetter
@@ -17,11 +18,26 @@ import numpy as np
 import yaml
 
 from stress_hookspecs import Book, Position
-from stress_plugin.checks import MAX_GREEK, MAX_MAGNITUDE, known_fields, parse_yaml, required
+from stress_plugin.checks import (
+    MAX_GREEK,
+    MAX_MAGNITUDE,
+    known_fields,
+    parse_yaml,
+    read_text,
+    required,
+    yaml_problem,
+)
 from stress_plugin.errors import NO_VALUE, BookError
 
 PORTFOLIO = "PORTFOLIO"
 """The name the whole book is reported under; no position may use it."""
+_SYMBOL_CHAR = r"[A-Za-z0-9._:/^+=@#-]"
+SYMBOL_RULE = ("1 to 64 characters: ASCII letters, digits and . _ : / ^ + = @ # -, with single "
+               "spaces allowed inside (not first or last); no control or non-ASCII characters")
+"""What a symbol may be, as the error says it: printable in every log line, table and label."""
+SYMBOL = re.compile(rf"{_SYMBOL_CHAR}(?:[A-Za-z0-9._:/^+=@# -]{{0,62}}{_SYMBOL_CHAR})?")
+_SYMBOLS = re.compile(rf"(?:{SYMBOL.pattern}\n)*{SYMBOL.pattern}")
+MAX_SYMBOL_LEN = 64
 _BOOK_FIELDS = {"equity", "var", "positions"}
 _POSITION_FIELDS = {"symbol", "quantity", "price", "spread", "multiplier", "var", "delta", "gamma"}
 
@@ -34,15 +50,19 @@ def load_book(path: str | Path) -> Book:
 def read_book(path: str | Path) -> tuple[Book, BookArrays]:
     """The book file as a ``Book`` and as the validated columns, checked once."""
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise BookError(str(path), None, NO_VALUE, f"cannot read: {exc.strerror}") from None
+    text = read_text(path, BookError)
     try:
         data = json.loads(text) if path.suffix.lower() == ".json" else parse_yaml(text)
-    except (json.JSONDecodeError, yaml.YAMLError) as exc:
+    except json.JSONDecodeError as exc:
         raise BookError(str(path), None, NO_VALUE,
-                        f"invalid {path.suffix[1:] or 'YAML'}: {exc}") from None
+                        f"invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}"
+                        ) from None
+    except RecursionError:
+        raise BookError(str(path), None, NO_VALUE, "invalid JSON: nested too deeply") from None
+    except ValueError as exc:  # an integer of more than 4,300 digits
+        raise BookError(str(path), None, NO_VALUE, f"invalid JSON: {exc}") from None
+    except yaml.YAMLError as exc:
+        raise BookError(str(path), None, NO_VALUE, yaml_problem(exc)) from None
     book = book_from_mapping(data, str(path))
     return book, BookArrays.from_book(book, str(path))
 
@@ -56,7 +76,7 @@ def book_from_mapping(data: Any, source: str) -> Book:
     positions = []
     for i, raw in enumerate(raw_positions):
         prefix = f"positions[{i}]"
-        if isinstance(raw, Mapping) and isinstance(raw.get("symbol"), str):
+        if isinstance(raw, Mapping) and is_symbol(raw.get("symbol")):
             prefix = f"positions[{i}] ({raw['symbol']})"
         raw = known_fields(BookError, source, raw, _POSITION_FIELDS, prefix + ".")
         symbol = required(BookError, source, raw, "symbol", prefix + ".")
@@ -167,18 +187,21 @@ class BookArrays:
         at = range(len(positions)) if index is None else index
 
         def where(i: int, field: str) -> str:
-            return f"positions[{at[i]}] ({positions[i].symbol}).{field}"
+            symbol = positions[i].symbol
+            return f"positions[{at[i]}] ({symbol}).{field}" if is_symbol(symbol) else \
+                f"positions[{at[i]}].{field}"
 
         names = self.symbols.tolist()
-        try:
-            named = all(map(str.strip, names))  # C loops; the Python loop only finds the culprit
+        try:  # one regex over all names (C); the Python loop only finds the culprit
+            joined = "\n".join(names)  # a name with a newline would split in two: count them
+            named = joined.count("\n") == len(names) - 1 and bool(_SYMBOLS.fullmatch(joined))
         except TypeError:  # not a str
             named = False
         if not named:
             for i, sym in enumerate(names):
-                if not isinstance(sym, str) or not sym.strip():
+                if not is_symbol(sym):
                     yield BookError(source, f"positions[{at[i]}].symbol", sym,
-                                    "must be a non-empty string")
+                                    f"must be {SYMBOL_RULE}")
         unique = set(names)
         if len(unique) != len(names):
             seen: set[str] = set()
@@ -225,8 +248,15 @@ class BookArrays:
                     yield BookError(source, where(bad, name), float(values[bad]), problem)
 
 
+def is_symbol(value: Any) -> bool:
+    """Whether ``value`` is a symbol by ``SYMBOL_RULE``."""
+    return isinstance(value, str) and SYMBOL.fullmatch(value) is not None
+
+
 def _where(positions: Sequence[Position], index: int, field: str) -> str:
-    return f"positions[{index}] ({positions[index].symbol}).{field}"
+    symbol = positions[index].symbol
+    return f"positions[{index}] ({symbol}).{field}" if is_symbol(symbol) else \
+        f"positions[{index}].{field}"
 
 
 def _is_number(value: Any) -> bool:

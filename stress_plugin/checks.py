@@ -3,14 +3,23 @@
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import yaml
 
-from stress_plugin.errors import StressError
+from stress_plugin.errors import NO_VALUE, StressError
 
 _YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+MAX_FILE_BYTES_DEFAULT = 64 * 1024 * 1024
+"""Scenario and book files larger than this are refused (``STRESS_MAX_FILE_BYTES``)."""
+MAX_ALIAS_NODES = 100_000
+"""YAML aliases may add at most this many nodes: a few hundred bytes of nested aliases would
+otherwise expand to gigabytes (PyYAML's ``safe_load`` does not bound it)."""
+MAX_DEPTH = 100
+"""Deepest nesting of YAML or JSON collections; a book or scenario needs 3."""
 MAX_MAGNITUDE = 1e12
 """Largest |quantity|, price, spread, multiplier, equity and VaR: with |delta| and |gamma| at
 most ``MAX_GREEK`` no product of the model can overflow a float64 (model.md, finite numbers)."""
@@ -18,8 +27,90 @@ MAX_GREEK = 1e3
 
 
 def parse_yaml(text: str) -> Any:
-    """Safe YAML, with libyaml's C loader when present (several times faster)."""
-    return yaml.load(text, Loader=_YAML_LOADER)
+    """Safe YAML, with libyaml's C loader when present (several times faster), with aliases
+    and nesting bounded. Raises ``yaml.YAMLError`` (``TooComplex`` for the bounds)."""
+    loader = _YAML_LOADER(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        if "&" in text:  # no anchor, no alias: nothing to expand
+            _check_expansion(node)
+        return loader.construct_document(node)
+    except RecursionError:
+        raise TooComplex(f"nested deeper than {MAX_DEPTH} levels") from None
+    finally:
+        loader.dispose()
+
+
+class TooComplex(yaml.YAMLError):
+    """A document over the alias-expansion or nesting bound."""
+
+
+def _check_expansion(root: yaml.Node) -> None:
+    """Count the nodes the document would expand to (an alias is the same node object again),
+    memoized per node, stopping at the first bound crossed: a bomb fails in milliseconds."""
+    sizes: dict[int, int] = {}
+    distinct = 0
+    stack: list[tuple[yaml.Node, int, bool]] = [(root, 1, False)]
+    while stack:
+        node, depth, done = stack.pop()
+        if depth > MAX_DEPTH:
+            raise TooComplex(f"nested deeper than {MAX_DEPTH} levels")
+        if id(node) in sizes and not done:
+            continue
+        children = _children(node)
+        if not done:
+            distinct += 1
+            stack.append((node, depth, True))
+            stack.extend((child, depth + 1, False) for child in children if id(child) not in sizes)
+            continue
+        sizes[id(node)] = 1 + sum(sizes[id(child)] for child in children)
+        if sizes[id(node)] - distinct > MAX_ALIAS_NODES:
+            raise TooComplex(f"aliases expand to more than {MAX_ALIAS_NODES:,} extra nodes")
+
+
+def _children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    if isinstance(node, yaml.MappingNode):
+        return [part for pair in node.value for part in pair]
+    return []
+
+
+def max_file_bytes() -> int:
+    """``STRESS_MAX_FILE_BYTES`` (checked by ``Settings`` at start-up), read when a file is."""
+    value = os.environ.get("STRESS_MAX_FILE_BYTES", "").strip()
+    return int(value) if value.isdigit() and int(value) > 0 else MAX_FILE_BYTES_DEFAULT
+
+
+def read_text(path: Path, error: type[StressError]) -> str:
+    """The UTF-8 text of ``path``, refusing files over ``max_file_bytes()`` before reading
+    them whole; ``error`` names the file for anything wrong."""
+    limit = max_file_bytes()
+    try:
+        with path.open("rb") as file:
+            size = os.fstat(file.fileno()).st_size
+            data = file.read(limit + 1)
+    except OSError as exc:
+        raise error(str(path), None, NO_VALUE, f"cannot read: {exc.strerror}") from None
+    if size > limit or len(data) > limit:
+        raise error(str(path), None, NO_VALUE,
+                    f"is larger than {limit:,} bytes (STRESS_MAX_FILE_BYTES)")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise error(str(path), None, NO_VALUE,
+                    f"is not UTF-8 text (byte {exc.start}: {data[exc.start:exc.start + 1]!r})"
+                    ) from None
+
+
+def yaml_problem(exc: yaml.YAMLError) -> str:
+    """One line, without the excerpt of the file PyYAML prints (no file contents echoed)."""
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    return f"invalid YAML{where}: {problem}"
 
 
 def number(

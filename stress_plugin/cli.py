@@ -6,13 +6,14 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import sqlite3
 import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from stress_plugin.errors import StressError
+from stress_plugin.errors import StressError, log_safe
 
 EXIT_OK, EXIT_BREACH, EXIT_INPUT = 0, 1, 2
 DEFAULT_SCENARIO = "flash_crash_lite"  # runner.DEFAULT_SCENARIO, without importing numpy here
@@ -32,8 +33,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         configure_logging(quiet=args.quiet)
         return int(args.handler(args))
     except StressError as exc:
-        print(f"stress-runner: error: {exc}", file=sys.stderr)
+        print(f"stress-runner: error: {log_safe(str(exc))}", file=sys.stderr)
         return EXIT_INPUT
+    except sqlite3.DatabaseError as exc:  # a corrupted store, found after it opened
+        print(f"stress-runner: error: environment: STRESS_DB: the store {_db_path()} cannot "
+              f"be used: {exc} (restore it from a backup, or move it aside to start afresh)",
+              file=sys.stderr)
+        return EXIT_INPUT
+
+
+def _db_path() -> str:
+    from stress_plugin.settings import load_settings
+
+    try:
+        return str(load_settings().db_path)
+    except StressError:
+        return "(unknown)"
 
 
 def configure_logging(*, quiet: bool = False) -> None:
@@ -56,7 +71,9 @@ def _utc(record: logging.LogRecord) -> str:
 
 class OpsFormatter(logging.Formatter):
     """UTC time, logger name, then the level in lower case, so the runbook's log greps work:
-    ``grep "stress_runner"``, ``grep "stress.*error"``, ``grep "KILL_SWITCH triggered"``."""
+    ``grep "stress_runner"``, ``grep "stress.*error"``, ``grep "KILL_SWITCH triggered"``.
+    The message has control characters escaped: what a user typed (a symbol, a reason, a URL)
+    can never start a line of its own, such as a forged ``KILL_SWITCH triggered``."""
 
     def format(self, record: logging.LogRecord) -> str:
         record.level = record.levelname.lower()
@@ -64,6 +81,10 @@ class OpsFormatter(logging.Formatter):
 
     def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
         return _utc(record)
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        record.message = log_safe(record.message)
+        return super().formatMessage(record)
 
 
 class JsonFormatter(logging.Formatter):
@@ -145,6 +166,12 @@ def _parser() -> argparse.ArgumentParser:
         "status", help="halt, last and next run, and the limits in force with their sources")
     status.add_argument("--json", action="store_true")
     status.set_defaults(handler=_status)
+
+    token = commands.add_parser(
+        "token", help="make an operator's token and its STRESS_API_TOKENS_FILE line")
+    token.add_argument("name", help="the operator's name (letters, digits, '_', '.', '-')")
+    token.add_argument("role", choices=("viewer", "operator", "risk"))
+    token.set_defaults(handler=_token)
 
     reset = commands.add_parser("reset", help="clear the trading halt (audited with your user)")
     reset.add_argument("--reason", required=True, help="why trading may resume (audited)")
@@ -284,12 +311,32 @@ def _reset(args: argparse.Namespace) -> int:
 
     settings = load_settings()
     runner = StressRunner(settings=settings, store=Store(settings.db_path))
-    cleared = runner.reset(f"os:{getpass.getuser()}", args.reason)
-    if cleared is None:
-        print("Trading was not halted; nothing to clear.")
-    else:
+    user = f"os:{getpass.getuser()}"
+    outcome = runner.approve_reset(user, user, args.reason)
+    cleared = outcome["cleared"]
+    if cleared is not None:
         print(f"Halt of run {cleared['run_id']} ({cleared['scenario']}, since "
               f"{cleared['since']}) cleared; RESET published on the host bus.")
+    elif outcome["approvals"]:
+        names = ", ".join(a["operator"] for a in outcome["approvals"])
+        print(f"Approval recorded ({len(outcome['approvals'])} of {outcome['required']}: "
+              f"{names}); trading stays HALTED until another operator approves, by "
+              f"{outcome['expires_at']}.")
+    else:
+        print("Trading was not halted; nothing to clear.")
+    return EXIT_OK
+
+
+def _token(args: argparse.Namespace) -> int:
+    """A new random token on stdout, with the line (name, role, SHA-256 of the token) that
+    goes into STRESS_API_TOKENS_FILE; the token itself is stored nowhere."""
+    from stress_plugin.security import new_token
+
+    token, line = new_token(args.name, args.role)
+    print(f"token for {args.name} ({args.role}), shown once; give it to the operator:")
+    print(token)
+    print("add this line to the STRESS_API_TOKENS_FILE file:")
+    print(line)
     return EXIT_OK
 
 
@@ -454,9 +501,15 @@ def _serve(args: argparse.Namespace) -> int:
 
     if args.book is not None:
         load_book(args.book)  # a bad book stops start-up, not the first scheduled run
-    service = StressService(load_settings(), book_path=args.book)
-    uvicorn.run(create_app(service), host=args.host, port=args.port, log_config=None,
-                workers=1)
+    settings = load_settings()
+    service = StressService(settings, book_path=args.book)
+    app = create_app(service, bound_host=args.host)
+    # forwarded headers only from STRESS_TRUSTED_PROXIES: uvicorn's own default trusts
+    # 127.0.0.1, so any local process could set the client address the audit trail records
+    proxies = settings.trusted_proxies
+    uvicorn.run(app, host=args.host, port=args.port, log_config=None, workers=1,
+                proxy_headers=bool(proxies), forwarded_allow_ips=",".join(proxies) or "",
+                server_header=False)
     return EXIT_OK
 
 

@@ -16,7 +16,7 @@ import secrets
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +35,7 @@ from stress_plugin.errors import (
     ScenarioError,
     StressError,
     UnknownScenario,
+    log_safe,
 )
 from stress_plugin.limits import check_limits, limits_in_force
 from stress_plugin.plugins import Plugins
@@ -47,6 +48,8 @@ log = logging.getLogger("stress_runner")
 DEFAULT_SCENARIO = "flash_crash_lite"
 _CONFIRM_POLL_S = 0.05
 """Sleep between two reads of the host's trading state while confirming a switch."""
+RESET_WINDOW_S = 15 * 60
+"""Approvals of a reset older than this no longer count."""
 
 
 class StressRunner:
@@ -88,6 +91,16 @@ class StressRunner:
             self._scenarios = found
         return self._scenarios
 
+    def scenario_named(self, name: str) -> StressScenario:
+        """A discovered scenario by name only: what the API offers (a path is just an unknown
+        name, and no file is opened)."""
+        known = self.scenarios()
+        if name not in known:
+            names = ", ".join(sorted(known)) or "none: is a scenario pack installed?"
+            raise UnknownScenario("scenario", None, name, f"unknown scenario (known: {names})",
+                                  from_request=True)
+        return known[name]
+
     def scenario(self, name_or_path: str | Path | StressScenario) -> StressScenario:
         """A scenario by name, or loaded from a ``.yaml``/``.yml`` path."""
         if isinstance(name_or_path, StressScenario):
@@ -95,11 +108,7 @@ class StressRunner:
         text = str(name_or_path)
         if isinstance(name_or_path, Path) or text.endswith((".yaml", ".yml")):
             return StressScenario(text)
-        known = self.scenarios()
-        if text not in known:
-            names = ", ".join(sorted(known)) or "none: is a scenario pack installed?"
-            raise UnknownScenario("scenario", None, text, f"unknown scenario (known: {names})")
-        return known[text]
+        return self.scenario_named(text)
 
     # -- the limits and the halt ----------------------------------------------------------------
 
@@ -127,15 +136,39 @@ class StressRunner:
         """The halt in force (reason, since, run_id, scenario, symbols), or None."""
         return self.store.halt_get()
 
+    def reset_approvals(self) -> dict[str, Any]:
+        """The pending approvals of the halt in force, how many are needed and when the oldest
+        expires."""
+        approvals = self.store.reset_approvals(RESET_WINDOW_S)
+        return {"approvals": approvals, "approvals_required": self.settings.stress_reset_approvals,
+                "expires_at": _expiry(approvals) if approvals else None}
+
     def reset(self, actor: str, reason: str | None = None) -> dict[str, Any] | None:
-        """Clear the halt latch (audited with ``actor`` and ``reason``), then tell the host bus
-        with a ``RESET`` event and read the host's state back to ``ACTIVE``; returns the halt
-        that was cleared, if any, with ``reset_confirmed`` (True, False, or None when no host
-        can answer)."""
-        cleared = self.store.halt_clear(actor, reason)
+        """``approve_reset`` by the operator ``actor``; returns the halt cleared, if any, with
+        ``reset_confirmed`` (True, False, or None when no host can answer)."""
+        return self.approve_reset(actor, actor, reason)["cleared"]
+
+    def approve_reset(self, operator: str, actor: str, reason: str | None = None
+                      ) -> dict[str, Any]:
+        """One operator's approval to clear the halt latch (audited with ``actor`` and
+        ``reason``). With STRESS_RESET_APPROVALS=N the halt clears once N distinct operators
+        approved within ``RESET_WINDOW_S`` (MiFID II RTS 6 Art. 15(3): designated staff
+        re-enable); then a ``RESET`` event goes to the host bus and the host's state is read
+        back to ``ACTIVE`` (``cleared['reset_confirmed']``). The API and the CLI share
+        this rule. Returns ``cleared``, ``approvals``, ``required`` and ``expires_at``."""
+        required = self.settings.stress_reset_approvals
+        outcome = self.store.reset_approve(operator, actor, reason, required=required,
+                                           window_s=RESET_WINDOW_S)
+        outcome["expires_at"] = _expiry(outcome["approvals"]) if outcome["cleared"] is None \
+            and outcome["approvals"] else None
+        cleared = outcome["cleared"]
+        shown_reason = log_safe(reason or "no reason given")[:200]
+        if cleared is None and outcome["approvals"]:
+            log.warning("circuit reset approved by %s (%d of %d approvals); trading stays "
+                        "halted (%s)", actor, len(outcome["approvals"]), required, shown_reason)
         if cleared is not None:
             log.warning("circuit reset by %s: trading halt of run %s cleared (%s)", actor,
-                        cleared["run_id"], reason or "no reason given")
+                        cleared["run_id"], shown_reason)
             self.plugins.bus_publish(RiskEvent(
                 type="RESET", scenario=cleared["scenario"], symbols=tuple(cleared["symbols"]),
                 run_id=cleared["run_id"], timestamp=_iso(self.now()),
@@ -146,7 +179,8 @@ class StressRunner:
                              "after the reset of run %s", self.settings.stress_kill_confirm_s,
                              cleared["run_id"])
             cleared = {**cleared, "reset_confirmed": confirmed}
-        return cleared
+        outcome["cleared"] = cleared
+        return outcome
 
     def now(self) -> datetime:
         """The host's time (``stress_clock``, e.g. a backtest's simulated time), else UTC now."""
@@ -484,7 +518,8 @@ def _restrict(arrays: BookArrays, symbols: Sequence[str], source: str) -> BookAr
             missing.append(sym)
     if missing:
         raise BookError("symbols", None, ",".join(missing),
-                        f"not in the book of {source}: {_suggest(missing, names)}")
+                        f"not in the book of {source}: {_suggest(missing, names)}",
+                        from_request=True)
     return arrays.take(np.array(list(dict.fromkeys(chosen)), dtype=np.intp))
 
 
@@ -542,4 +577,11 @@ def _check_finite(out: engine.EngineOutput, arrays: BookArrays) -> None:
 
 def _iso(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _expiry(approvals: list[dict[str, Any]]) -> str:
+    """When the oldest pending approval stops counting (ISO UTC)."""
+    oldest = datetime.fromisoformat(min(a["at"] for a in approvals).replace("Z", "+00:00"))
+    return (oldest + timedelta(seconds=RESET_WINDOW_S)).strftime("%Y-%m-%dT%H:%M:%SZ")
+
 

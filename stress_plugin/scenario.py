@@ -13,7 +13,7 @@ import numpy as np
 import yaml
 
 from stress_hookspecs import Limits
-from stress_plugin.checks import known_fields, number, parse_yaml, required
+from stress_plugin.checks import known_fields, number, parse_yaml, read_text, required, yaml_problem
 from stress_plugin.errors import NO_VALUE, ScenarioError
 from stress_plugin.limits import LIMIT_FIELDS, check_limits, limits_in_force
 
@@ -22,7 +22,8 @@ MAX_GRID_POINTS = 10_001
 """Bounds the engine's symbols x time work; 10,000 steps is far finer than any useful grid."""
 MAX_SPREAD_MULT = 1000.0
 """Spreads widen at most 1000x: with the book's bounds the spread cost stays finite."""
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
+"""A scenario name, matched whole (``fullmatch``: a trailing newline is not a name)."""
 _FIELDS = {
     "scenario_name",
     "description",
@@ -61,7 +62,7 @@ class StressScenario:
         data = known_fields(ScenarioError, src, data, _FIELDS)
 
         name = required(ScenarioError, src, data, "scenario_name")
-        if not isinstance(name, str) or not _NAME.match(name):
+        if not isinstance(name, str) or not _NAME.fullmatch(name):
             raise ScenarioError(
                 src, "scenario_name", name, "must be 1-100 letters, digits, '_', '.' or '-'"
             )
@@ -165,14 +166,11 @@ class StressScenario:
 
 
 def _read_yaml(path: Path) -> Any:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ScenarioError(str(path), None, NO_VALUE, f"cannot read: {exc.strerror}") from None
+    text = read_text(path, ScenarioError)
     try:
         return parse_yaml(text)
     except yaml.YAMLError as exc:
-        raise ScenarioError(str(path), None, NO_VALUE, f"invalid YAML: {exc}") from None
+        raise ScenarioError(str(path), None, NO_VALUE, yaml_problem(exc)) from None
 
 
 class SymbolMap:
@@ -271,7 +269,8 @@ def _keyed(src: str, data: Mapping[str, Any], field: str, what: str, check: Any
     out: dict[str, float] = {}
     for key, value in entries.items():
         name = str(key)
-        if not name:
-            raise ScenarioError(src, field, key, "keys must be non-empty symbols or patterns")
+        if not name or len(name) > 64 or not name.isprintable():
+            raise ScenarioError(src, field, key, "keys must be symbols or patterns of 1 to 64 "
+                                "printable characters")
         out[name] = check(f"{field}.{name}", value)
     return out

@@ -110,7 +110,8 @@ class StressService:
                  scheduled_for: datetime | None = None) -> list[StressResult]:
         """Each scenario on one snapshot of the book (``StressRunner.run_many``: one
         KILL_SWITCH for all), never overlapping another run; stored and counted per scenario."""
-        chosen = [self.runner.scenario(name) for name in scenarios]
+        # names only: the API never opens a path it is given
+        chosen = [self.runner.scenario_named(name) for name in scenarios]
         with self._run_lock:
             # the --book file is read at every run (it is the live book), else the hooks answer
             results = self.runner.run_many(
@@ -199,11 +200,16 @@ class StressService:
                 log.warning("live %s=%g loosens the %g that plugin %s sets", name, value,
                             values[name], plugin)
 
-    def reset_circuit(self, actor: str, reason: str | None = None) -> dict[str, Any] | None:
-        """Clear the halt (audited) and publish RESET; returns the halt cleared, if any."""
-        cleared = self.runner.reset(actor, reason)
+    def reset_circuit(self, actor: str, reason: str | None = None, *,
+                      operator: str | None = None) -> dict[str, Any]:
+        """One approval to clear the halt (``runner.approve_reset``: audited, RESET published
+        when it clears); ``operator`` defaults to ``actor``."""
+        outcome = self.runner.approve_reset(operator or actor, actor, reason)
         self._refresh_gauges()
-        return cleared
+        return outcome
+
+    def audit(self, hours: float) -> list[dict[str, Any]]:
+        return self.store.audit_log(iso_utc(datetime.now(UTC) - timedelta(hours=hours)))
 
     def halt(self) -> dict[str, Any] | None:
         return self.runner.halt()

@@ -8,6 +8,7 @@ from typing import Literal
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from stress_plugin.checks import MAX_FILE_BYTES_DEFAULT
 from stress_plugin.errors import ConfigError
 
 PD_EVENTS_URL_DEFAULT = "https://events.pagerduty.com/v2/enqueue"
@@ -38,7 +39,23 @@ class Settings(BaseSettings):
     stress_max_runtime_ms: float = Field(50.0, gt=0)
     """STRESS_MAX_RUNTIME_MS: runtime budget of one run; exceeding it is logged, not fatal."""
     stress_api_token: SecretStr | None = None
-    """STRESS_API_TOKEN: bearer token for the mutating endpoints; unset, loopback only."""
+    """STRESS_API_TOKEN: the ``admin`` bearer token (every permission); surrounding whitespace
+    (a trailing newline from a secret file) is stripped. Unset with no STRESS_API_TOKENS_FILE:
+    changes from loopback only."""
+    stress_api_tokens_file: Path | None = None
+    """STRESS_API_TOKENS_FILE: named operators, one ``NAME ROLE SHA256HEX`` line each (README,
+    security); ``stress-runner token NAME ROLE`` makes a token and its line."""
+    stress_allowed_hosts: str = ""
+    """STRESS_ALLOWED_HOSTS: comma-separated extra ``Host`` names the API answers (beside
+    localhost, 127.0.0.1, ::1 and the bound address); ``*`` answers any."""
+    stress_trusted_proxies: str = ""
+    """STRESS_TRUSTED_PROXIES: comma-separated proxy addresses whose X-Forwarded-For and
+    X-Forwarded-Proto are believed; unset, forwarded headers are ignored."""
+    stress_reset_approvals: int = Field(1, ge=1, le=5)
+    """STRESS_RESET_APPROVALS: distinct operators who must approve a reset within
+    ``RESET_WINDOW`` before the halt clears (2: four eyes)."""
+    stress_max_file_bytes: int = Field(MAX_FILE_BYTES_DEFAULT, gt=0)
+    """STRESS_MAX_FILE_BYTES: largest scenario or book file read (default 64 MiB)."""
     stress_db: Path | None = None
     """STRESS_DB: SQLite file of the store; default under the user's state directory."""
     stress_disable_plugins: str = ""
@@ -71,6 +88,16 @@ class Settings(BaseSettings):
     """STRESS_PUBLIC_URL: the service's URL as on-call people reach it; pages link the run's
     report there when set."""
 
+    @field_validator("stress_api_token")
+    @classmethod
+    def _stripped(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None:
+            return None
+        token = value.get_secret_value().strip()
+        if not token:
+            raise ValueError("must not be empty or whitespace")
+        return SecretStr(token)
+
     @field_validator("pd_events_url")
     @classmethod
     def _http_url(cls, value: str) -> str:
@@ -84,6 +111,14 @@ class Settings(BaseSettings):
         if value is None or not value.strip():
             return None
         return cls._http_url(value.strip()).rstrip("/")
+
+    @property
+    def allowed_hosts(self) -> list[str]:
+        return [h.strip().lower() for h in self.stress_allowed_hosts.split(",") if h.strip()]
+
+    @property
+    def trusted_proxies(self) -> list[str]:
+        return [h.strip() for h in self.stress_trusted_proxies.split(",") if h.strip()]
 
     @property
     def disabled_plugins(self) -> list[str]:

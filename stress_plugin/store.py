@@ -676,11 +676,55 @@ class Store:
 
     def halt_clear(self, actor: str, reason: str | None = None) -> dict[str, Any] | None:
         """Clear the halt, audited with who and why; returns the halt that was cleared."""
+        return self.reset_approve(actor, actor, reason, required=1, window_s=0)["cleared"]
+
+    def reset_approve(self, operator: str, actor: str, reason: str | None, *, required: int,
+                      window_s: float) -> dict[str, Any]:
+        """One approval to clear the halt, in one transaction: the halt clears when ``required``
+        distinct operators (``operator`` and those who approved this halt in the last
+        ``window_s`` seconds) have approved, else the approval is recorded (audited as
+        ``reset_approval``). Returns ``cleared`` (the halt cleared, or None), ``approvals``
+        (operator, actor, at, reason) and ``required``."""
         with self.transaction() as conn:
             halt = self.halt_get()
-            conn.execute("DELETE FROM halt")
-            self._audit(conn, actor, "reset_circuit", {"cleared": halt, "reason": reason})
-        return halt
+            mine = {"operator": operator, "actor": actor, "at": utc_now(), "reason": reason}
+            if halt is None:
+                self._audit(conn, actor, "reset_circuit",
+                            {"cleared": None, "reason": reason, "operator": operator})
+                return {"cleared": None, "approvals": [], "required": required}
+            others = [a for a in self._approvals(conn, halt["run_id"], window_s)
+                      if a["operator"] != operator]
+            approvals = [*others, mine]
+            if len(approvals) >= required:
+                conn.execute("DELETE FROM halt")
+                self._audit(conn, actor, "reset_circuit", {
+                    "cleared": halt, "reason": reason, "operator": operator,
+                    "approvals": approvals if required > 1 else []})
+                return {"cleared": halt, "approvals": approvals, "required": required}
+            self._audit(conn, actor, "reset_approval", {
+                "run_id": halt["run_id"], "operator": operator, "reason": reason})
+            return {"cleared": None, "approvals": approvals, "required": required}
+
+    def reset_approvals(self, window_s: float) -> list[dict[str, Any]]:
+        """The approvals, one per operator (the newest), of the halt in force within the
+        window; empty when not halted."""
+        with self._lock:
+            halt = self.halt_get()
+            return [] if halt is None else self._approvals(self._conn, halt["run_id"], window_s)
+
+    def _approvals(self, conn: sqlite3.Connection, run_id: str,
+                   window_s: float) -> list[dict[str, Any]]:
+        rows = conn.execute(
+            "SELECT at, actor, details FROM audit_log WHERE action = 'reset_approval'"
+            " AND at >= ? AND json_extract(details, '$.run_id') = ? ORDER BY id",
+            (utc_in(-window_s), run_id)).fetchall()
+        newest: dict[str, dict[str, Any]] = {}
+        for r in rows:
+            details = json.loads(r["details"])
+            newest.pop(details["operator"], None)
+            newest[details["operator"]] = {"operator": details["operator"], "actor": r["actor"],
+                                           "at": r["at"], "reason": details["reason"]}
+        return list(newest.values())
 
     # -- live limits and config --------------------------------------------------------------
 
@@ -716,8 +760,10 @@ class Store:
         return [{"at": r["at"], "actor": r["actor"], "change": json.loads(r["change"]),
                  "config": json.loads(r["config"])} for r in rows]
 
-    def audit_log(self) -> list[dict[str, Any]]:
-        rows = self._query("SELECT at, actor, action, details FROM audit_log ORDER BY id DESC")
+    def audit_log(self, since: str = "") -> list[dict[str, Any]]:
+        """Audit entries at or after ``since`` (ISO UTC; all by default), newest first."""
+        rows = self._query("SELECT at, actor, action, details FROM audit_log WHERE at >= ?"
+                           " ORDER BY id DESC", (since,))
         return [{**dict(r), "details": json.loads(r["details"])} for r in rows]
 
     def _audit(self, conn: sqlite3.Connection, actor: str, action: str,

@@ -19,7 +19,7 @@ import yaml
 
 from stress_hookspecs import Book
 from stress_plugin.book import BookArrays, book_from_mapping
-from stress_plugin.checks import parse_yaml
+from stress_plugin.checks import parse_yaml, read_text, yaml_problem
 from stress_plugin.errors import NO_VALUE, BookError, ScenarioError, StressError
 from stress_plugin.scenario import StressScenario
 
@@ -42,16 +42,24 @@ def validate_file(path: Path) -> Validation:
     """Read ``path`` (JSON by its ``.json`` suffix, else YAML) and check all of it."""
     source = str(path)
     is_json = path.suffix.lower() == ".json"
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        return Validation(path, "file", problems=[
-            StressError(source, None, NO_VALUE, f"cannot read: {exc.strerror}")])
-    try:
+    try:  # the loaders' own bounded reading: size, UTF-8, nesting, aliases
+        text = read_text(path, StressError)
         data = json.loads(text) if is_json else parse_yaml(text)
-    except (json.JSONDecodeError, yaml.YAMLError) as exc:
+    except StressError as exc:
+        return Validation(path, "file", problems=[exc])
+    except json.JSONDecodeError as exc:
+        return Validation(path, "file", problems=[StressError(
+            source, None, NO_VALUE, f"invalid JSON at line {exc.lineno}, column {exc.colno}: "
+                                    f"{exc.msg}")])
+    except RecursionError:
         return Validation(path, "file", problems=[
-            StressError(source, None, NO_VALUE, f"invalid {'JSON' if is_json else 'YAML'}: {exc}")])
+            StressError(source, None, NO_VALUE, "invalid JSON: nested too deeply")])
+    except ValueError as exc:  # an integer of more than 4,300 digits
+        return Validation(path, "file", problems=[
+            StressError(source, None, NO_VALUE, f"invalid JSON: {exc}")])
+    except yaml.YAMLError as exc:
+        return Validation(path, "file", problems=[
+            StressError(source, None, NO_VALUE, yaml_problem(exc))])
     if isinstance(data, Mapping) and "positions" in data:
         return _book(path, data)
     return _scenario(path, data)

@@ -36,8 +36,9 @@ class Api:
 
     async def request(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
         transport = httpx.ASGITransport(app=self.app, client=(self.client, 40000))
-        async with httpx.AsyncClient(transport=transport, base_url="http://stress") as client:
-            return await client.request(method, url, headers=self.headers, **kwargs)
+        async with httpx.AsyncClient(transport=transport, base_url="http://localhost") as client:
+            headers = {**self.headers, **kwargs.pop("headers", {})}
+            return await client.request(method, url, headers=headers, **kwargs)
 
 
 @pytest.fixture
