@@ -4,64 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
-import httpx
 import pytest
 import yaml
 
-from conftest import book, position
+from conftest import Api, book, position
 from stress_hookspecs import hookimpl
-from stress_plugin.api import create_app
-from stress_plugin.service import StressService
-from stress_plugin.settings import load_settings
-from stress_plugin.store import Store
 
 TOKEN = "s3cret-api-token-value"
-
-
-class Api:
-    """A synchronous face over httpx's ASGI transport; ``client`` is the caller's address."""
-
-    def __init__(self, service: StressService, client: str = "127.0.0.1",
-                 headers: dict[str, str] | None = None) -> None:
-        self.app = create_app(service, background=False)
-        self.client = client
-        self.headers = headers or {}
-
-    def __call__(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
-        return asyncio.run(self.request(method, url, **kwargs))
-
-    async def request(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
-        transport = httpx.ASGITransport(app=self.app, client=(self.client, 40000))
-        async with httpx.AsyncClient(transport=transport, base_url="http://localhost") as client:
-            headers = {**self.headers, **kwargs.pop("headers", {})}
-            return await client.request(method, url, headers=headers, **kwargs)
-
-
-@pytest.fixture
-def book_file(tmp_path: Path) -> Path:
-    path = tmp_path / "book.yaml"
-    path.write_text(yaml.safe_dump(book(position(var=3000), position("MNQ", 2, 21000, 0.5, 2),
-                                        equity=200_000)))
-    return path
-
-
-@pytest.fixture
-def make_service(make_plugins, tmp_path: Path) -> Callable[..., StressService]:
-    def make(*extra: object, book_path: Path | None = None) -> StressService:
-        settings = load_settings()
-        return StressService(settings, book_path=book_path, plugins=make_plugins(*extra),
-                             store=Store(settings.db_path))
-
-    return make
-
-
-@pytest.fixture
-def api(make_service, book_file) -> Api:
-    return Api(make_service(book_path=book_file))
 
 
 def test_status_reports_real_state(api: Api):

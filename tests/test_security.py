@@ -12,10 +12,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import book, position
+from conftest import Api, book, position
+from stress_plugin.api import create_app
 from stress_plugin.cli import OpsFormatter
 from stress_plugin.security import new_token, parse_operators
-from test_api import TOKEN, Api, api, book_file, make_service  # noqa: F401 (fixtures)
+from test_api import TOKEN
 
 ALICE, BOB, CAROL, VIC = ("alice-token-" + "a" * 20, "bob-token-" + "b" * 20,
                           "carol-token-" + "c" * 20, "vic-token-" + "v" * 20)
@@ -45,7 +46,7 @@ def operators_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return path
 
 
-# -- browser-safe writes --------------------------------------------------------------------------
+# -- browser-safe writes ---------------------------------------------------------------------
 
 
 def test_cross_site_forgery_cannot_clear_the_halt(make_service, breaching):
@@ -84,7 +85,7 @@ def test_reads_answer_allowed_hosts_only(make_service, book_file, monkeypatch):
     assert named("GET", "/api/v1/stress/status",
                  headers={"Host": "stress-runner.trading.svc:8000"}).status_code == 200
     bound = Api(make_service(book_path=book_file))
-    bound.app = __import__("stress_plugin.api").api.create_app(
+    bound.app = create_app(
         bound.app.state.service, background=False, bound_host="10.9.8.7")
     assert bound("GET", "/api/v1/stress/config", headers={"Host": "10.9.8.7:8000"}
                  ).status_code == 200
@@ -102,7 +103,7 @@ def test_the_runbooks_curl_requests_still_work(api: Api):
     assert api("GET", "/api/v1/market/volatility?hours=24").status_code == 200
 
 
-# -- names, not paths; short echoes ------------------------------------------------------------------
+# -- names, not paths; short echoes -----------------------------------------------------------
 
 
 def test_a_scenario_path_is_an_unknown_name_and_no_file_is_opened(api: Api, tmp_path,
@@ -123,7 +124,7 @@ def test_a_scenario_path_is_an_unknown_name_and_no_file_is_opened(api: Api, tmp_
     assert long.status_code == 422 and len(long.text) < 1000
 
 
-# -- bounded input ------------------------------------------------------------------------------------
+# -- bounded input ----------------------------------------------------------------------------
 
 BAD_NUMBERS = ["NaN", "Infinity", "-Infinity", "1e999", "1" * 400]
 
@@ -197,7 +198,7 @@ def test_reset_reason_is_escaped_in_the_log(make_service, breaching, caplog):
     assert "\n" not in line and "\\n" in line
 
 
-# -- tokens and operators ------------------------------------------------------------------------------
+# -- tokens and operators ---------------------------------------------------------------------
 
 
 def test_a_token_with_a_trailing_newline_still_works(make_service, book_file, monkeypatch):
@@ -220,12 +221,12 @@ def test_roles_decide_who_may_do_what(make_service, breaching, operators_file, m
              "reset": ("POST", "/api/v1/risk/reset_circuit", None)}
     allowed = {"alice": {"run", "limits", "reset"}, "carol": {"run", "config"}, "vic": set(),
                "admin": set(calls)}
-    for name, api in who.items():
-        assert api("GET", "/api/v1/stress/status").status_code == 200, name
+    for name, caller in who.items():
+        assert caller("GET", "/api/v1/stress/status").status_code == 200, name
         for action, (method, url, body) in calls.items():
             if action == "limits":  # a change that changes nothing would be a 422
                 body = {"max_position_delta": 0.2 if name == "alice" else 0.3}
-            code = api(method, url, json=body).status_code
+            code = caller(method, url, json=body).status_code
             assert code == (200 if action in allowed[name] else 403), (name, action, code)
     store = service.store
     assert [h["actor"] for h in store.config_history()] == ["admin@10.0.0.9", "carol@10.0.0.9"]
@@ -270,7 +271,7 @@ def test_the_tokens_file_format_is_checked_line_by_line(tmp_path):
                           ("ann risk s3cret-token", "SHA256HEX"),
                           (f"admin risk {digest}", "reserved"),
                           (f"ann risk {digest}\nann viewer {'1' * 64}", "duplicate"),
-                          (f"a\nb c d e", "line 1")]:
+                          ("a\nb c d e", "line 1")]:
         with pytest.raises(Exception, match=problem):
             parse_operators(text, "f")
     token, line = new_token("dana", "operator")
@@ -279,7 +280,7 @@ def test_the_tokens_file_format_is_checked_line_by_line(tmp_path):
                                           ("dana", "operator")}
 
 
-# -- four-eyes reset -----------------------------------------------------------------------------------
+# -- four-eyes reset --------------------------------------------------------------------------
 
 
 def test_four_eyes_reset_needs_two_different_risk_operators(make_service, breaching,
