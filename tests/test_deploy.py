@@ -176,7 +176,9 @@ def test_k8s_deployment_is_one_hardened_replica_with_its_store_on_a_volume():
         configmap["metadata"]["name"]
     assert set(configmap["data"]) == {"STRESS_ENABLED", "MARKET_HOURS_ONLY",
                                       "STRESS_MAX_SYMBOLS", "STRESS_MAX_RUNTIME_MS",
-                                      "PD_EVENTS_URL"}
+                                      "PD_EVENTS_URL", "STRESS_ALLOWED_HOSTS"}
+    assert configmap["data"]["STRESS_ALLOWED_HOSTS"].split(",")[0] == \
+        objects["Service"]["metadata"]["name"]
     example = objects["Secret"]
     for name in ("PD_ROUTING_KEY", "STRESS_API_TOKEN"):
         ref = env[name]["valueFrom"]["secretKeyRef"]
