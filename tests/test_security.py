@@ -330,3 +330,12 @@ def test_default_one_approval_clears_at_once(make_service, breaching, operators_
     response = Api(service, headers=bearer(ALICE))("POST", "/api/v1/risk/reset_circuit")
     assert response.status_code == 200 and response.json()["halted"] is False
     assert response.json()["by"] == "alice@127.0.0.1"
+
+
+def test_the_readme_example_tokens_file_parses():
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    block = readme.split("```text\n# /etc/stress-runner/operators")[1].split("```")[0]
+    operators = parse_operators("#" + block, "README")
+    assert sorted(operators.values()) == [("alice", "risk"), ("bob", "risk"),
+                                          ("carol", "operator"), ("grafana", "viewer")]
+    assert hashlib.sha256(b"example-token-of-alice").hexdigest() in operators
