@@ -68,3 +68,10 @@ def test_every_python_snippet_runs_as_printed(tmp_path):
         out = subprocess.run(["bash", "-c", command], capture_output=True, text=True,
                              cwd=ROOT, env=env, timeout=60)
         assert out.returncode == 0, f"{command}\n{out.stderr}"
+
+
+def test_every_setting_is_documented():
+    from stress_plugin.settings import Settings
+
+    for name in Settings.model_fields:
+        assert f"`{name.upper()}`" in README, name

@@ -17,7 +17,8 @@ import pytest
 import yaml
 
 from conftest import book, position
-from test_serve import free_port, start_serve
+from test_cli import STRESS_RUNNER
+from test_serve import free_port
 
 TOKEN = "serve-admin-token-0123456789"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -31,18 +32,36 @@ def book_path(tmp_path: Path) -> Path:
 
 
 def serving(tmp_path: Path, book_path: Path, **env: str) -> tuple[subprocess.Popen[str], str]:
+    """A real serve whose output goes to a file: a long run (schemathesis) would fill a pipe
+    nobody reads and block its logging."""
     port = free_port()
-    proc = start_serve(port, {"STRESS_DB": str(tmp_path / "stress.db"), **env}, book_path)
-    return proc, f"http://127.0.0.1:{port}"
+    log = (tmp_path / f"serve-{port}.log").open("w")
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith(("PD_", "STRESS_"))}
+    full_env.update({"STRESS_DB": str(tmp_path / "stress.db"), **env})
+    proc = subprocess.Popen([STRESS_RUNNER, "serve", "--port", str(port), "--book",
+                             str(book_path)], env=full_env, stdout=log,
+                            stderr=subprocess.STDOUT, text=True)
+    proc.log_path = log.name  # type: ignore[attr-defined]
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
+                return proc, f"http://127.0.0.1:{port}"
+        except httpx.TransportError:
+            time.sleep(0.1)
+    proc.kill()
+    raise AssertionError(f"serve did not start: {Path(log.name).read_text()}")
 
 
 def stop(proc: subprocess.Popen[str]) -> str:
+    """Stop it; its whole output."""
     proc.terminate()
     try:
-        return proc.communicate(timeout=10)[0]
+        proc.wait(timeout=10)
     except subprocess.TimeoutExpired:
         proc.kill()
-        return proc.communicate(timeout=10)[0]
+        proc.wait(timeout=10)
+    return Path(proc.log_path).read_text()  # type: ignore[attr-defined]
 
 
 @pytest.fixture
