@@ -75,10 +75,11 @@ def test_bad_files_are_exit_2_naming_the_file(tmp_path, name, content, problem):
 
 def test_files_over_the_size_limit_are_refused_unread(tmp_path):
     path = tmp_path / "book.yaml"
-    path.write_text(yaml.safe_dump(book(*(position(f"S{i}") for i in range(50)))))
-    env = {"STRESS_DB": str(tmp_path / "s.db"), "STRESS_MAX_FILE_BYTES": "1000"}
+    path.write_text(yaml.safe_dump(book(*(position(f"S{i}") for i in range(2000)))))
+    assert path.stat().st_size > 100_000  # the packs' scenario files are smaller
+    env = {"STRESS_DB": str(tmp_path / "s.db"), "STRESS_MAX_FILE_BYTES": "100000"}
     out = cli("run", "--book", str(path), env=env)
-    assert_clean_exit_2(out, str(path), "larger than 1,000 bytes", "STRESS_MAX_FILE_BYTES")
+    assert_clean_exit_2(out, str(path), "larger than 100,000 bytes", "STRESS_MAX_FILE_BYTES")
     env["STRESS_MAX_FILE_BYTES"] = str(10 * 1024 * 1024)
     assert cli("run", "--book", str(path), env=env).returncode in (0, 1)
 
