@@ -26,6 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from stress_plugin import __version__
 from stress_plugin.book import SYMBOL_RULE, is_symbol
+from stress_plugin.checks import MAX_MAGNITUDE
 from stress_plugin.errors import (
     ECHO_CHARS,
     UNAVAILABLE_REASONS,
@@ -83,12 +84,12 @@ class ConfigPatch(BaseModel):
 
 
 class LimitsPatch(BaseModel):
-    """Live limits to set; ``null`` removes that field's live limit."""
+    """Live limits to set; ``null`` removes that field's live limit (bounds: limits.py)."""
 
     model_config = ConfigDict(extra="forbid")
-    max_drawdown_pct: Finite | None = None
-    max_var_multiplier: Finite | None = None
-    max_position_delta: Finite | None = None
+    max_drawdown_pct: Annotated[Finite, Field(gt=0, le=1)] | None = None
+    max_var_multiplier: Annotated[Finite, Field(gt=0, le=MAX_MAGNITUDE)] | None = None
+    max_position_delta: Annotated[Finite, Field(gt=0, le=MAX_MAGNITUDE)] | None = None
 
 
 class ResetRequest(BaseModel):
@@ -270,6 +271,7 @@ class ErrorBody(BaseModel):
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorBody, "description": text} for code, text in {
+        400: "a body that cannot be parsed (not UTF-8 JSON)",
         401: "no valid bearer token where one is needed",
         403: "the role may not do this, or a cross-site or non-loopback change",
         413: "request body over 1 MiB",
@@ -279,8 +281,13 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
     }.items()}
 
 
-def _doc(model: type[BaseModel], *extra: int) -> dict[str, Any]:
+def _doc(model: type[BaseModel], *extra: int, links: dict[str, Any] | None = None
+         ) -> dict[str, Any]:
+    """The documented responses; ``links`` (OpenAPI links from the 200) say which call
+    follows which, for clients and for schemathesis's stateful phase."""
     responses: dict[int | str, dict[str, Any]] = {200: {"model": model}, **_ERRORS}
+    if links:
+        responses[200]["links"] = links
     for code in extra:
         responses[code] = {"model": ErrorBody, "description": {
             404: "unknown scenario name", 503: "a dependency of the run is unavailable",
@@ -364,6 +371,7 @@ def create_app(service: StressService, *, background: bool = True,
             for e in exc.errors()[:20]]})
 
     @app.get("/api/v1/stress/status", summary="Scheduler, last and next run, halt",
+             operation_id="stress_status",
              description="Whether scheduling is on and running, the last stored run, the next "
                          "fire time, run and breach totals, the scenarios and the halt.",
              **_doc(Status))
@@ -375,7 +383,10 @@ def create_app(service: StressService, *, background: bool = True,
                           "path is an unknown name) and returns the stored result. A breach "
                           "trips the KILL_SWITCH. A failed run answers 422 or 503 with the "
                           "stored result. Role: operator, risk or admin.",
-              **_doc(RunResponse, 404, 503))
+              operation_id="stress_run", **_doc(RunResponse, 404, 503, links={
+                  "ResetAfterRun": {"operationId": "reset_circuit",
+                                    "requestBody": {"reason": "$response.body#/run_id"}},
+                  "Results": {"operationId": "stress_results"}}))
     async def stress_run(who: Runner, body: RunRequest | None = None) -> Any:
         body = body or RunRequest()
         result = await run_in_threadpool(lambda: service.run(
@@ -393,7 +404,8 @@ def create_app(service: StressService, *, background: bool = True,
 
     @app.get("/api/v1/stress/results", summary="Stored runs of the last hours",
              description="Every stored run (scheduled, manual, CLI) in the window, newest "
-                         "first, with its trigger and scheduled time.", **_doc(Results))
+                         "first, with its trigger and scheduled time.",
+             operation_id="stress_results", **_doc(Results))
     async def stress_results(who: Reader, hours: Hours = 24) -> dict[str, Any]:
         return {"hours": hours, "results": await run_in_threadpool(service.results, hours)}
 
@@ -445,14 +457,16 @@ def create_app(service: StressService, *, background: bool = True,
 
     @app.get("/api/v1/stress/config", summary="The live config",
              description="The schedule, symbol cap, runtime budget and scheduled scenarios "
-                         "in force.", **_doc(Config))
+                         "in force.", operation_id="stress_config", **_doc(Config, links={
+                 "PutBack": {"operationId": "stress_config_update",
+                             "requestBody": "$response.body"}}))
     async def stress_config(who: Reader) -> dict[str, Any]:
         return service.config.to_dict()
 
     @app.put("/api/v1/stress/config", summary="Change the live config",
              description="Validates the whole new config and applies it, or changes nothing; "
                          "persisted with the operator in the config history. Role: operator "
-                         "or admin.", **_doc(Config))
+                         "or admin.", operation_id="stress_config_update", **_doc(Config))
     async def stress_config_update(patch: ConfigPatch, who: Configurer) -> dict[str, Any]:
         change = patch.model_dump(exclude_none=True)
         new = await run_in_threadpool(service.update_config, change, who.actor)
@@ -461,7 +475,7 @@ def create_app(service: StressService, *, background: bool = True,
     @app.get("/api/v1/risk/status", summary="The trading halt and pending reset approvals",
              description="Whether the KILL_SWITCH halt is latched, why and since when, and "
                          "the reset approvals given so far (STRESS_RESET_APPROVALS).",
-             **_doc(RiskStatus))
+             operation_id="risk_status", **_doc(RiskStatus))
     async def risk_status(who: Reader) -> dict[str, Any]:
         halt = await run_in_threadpool(service.halt)
         pending = await run_in_threadpool(service.runner.reset_approvals)
@@ -475,7 +489,13 @@ def create_app(service: StressService, *, background: bool = True,
                           "distinct operators within 15 minutes (default 1: at once), and "
                           "publishes RESET; else records the approval and answers 202 with "
                           "the halt kept. Audited. Role: risk or admin.",
-              **_doc(ResetResponse))
+              operation_id="reset_circuit", **_doc(ResetResponse, links={
+                  "Status": {"operationId": "risk_status"}}),
+              openapi_extra={"responses": {"202": {
+                  "description": "approval recorded; the halt stays until enough operators "
+                                 "approve (same body as 200, halted true)",
+                  "content": {"application/json": {"schema": {
+                      "$ref": "#/components/schemas/ResetResponse"}}}}}})
     async def reset_circuit(who: Resetter, body: ResetRequest | None = None) -> Any:
         reason = body.reason if body else None
         outcome = await run_in_threadpool(
@@ -492,13 +512,17 @@ def create_app(service: StressService, *, background: bool = True,
     @app.get("/api/v1/risk/limits", summary="The limits in force",
              description="The limits a run of the first scheduled scenario would use now, "
                          "each with its source (live, host, scenario, default), and the live "
-                         "ones.", **_doc(LimitsView, 503))
+                         "ones.", operation_id="risk_limits", **_doc(LimitsView, 503, links={
+                 "Tighten": {"operationId": "risk_limits_update", "requestBody": {
+                     "max_drawdown_pct": "$response.body#/max_drawdown_pct"}}}))
     async def risk_limits(who: Reader) -> dict[str, Any]:
         return await run_in_threadpool(service.limits)
 
     @app.put("/api/v1/risk/limits", summary="Set live limits",
              description="Sets live limits (null removes one), recorded with the operator in "
-                         "the limits history. Role: risk or admin.", **_doc(LimitsView, 503))
+                         "the limits history. Role: risk or admin.",
+             operation_id="risk_limits_update", **_doc(LimitsView, 503, links={
+                 "History": {"operationId": "risk_limits_history"}}))
     async def risk_limits_update(patch: LimitsPatch, who: RiskOfficer) -> dict[str, Any]:
         change = {k: None if v is None else float(v)
                   for k, v in patch.model_dump(exclude_unset=True).items()}
@@ -512,7 +536,7 @@ def create_app(service: StressService, *, background: bool = True,
 
     @app.get("/api/v1/risk/limits/history", summary="Who set which live limits when",
              description="Every change of the live limits, newest first, with its operator.",
-             **_doc(LimitsHistory))
+             operation_id="risk_limits_history", **_doc(LimitsHistory))
     async def risk_limits_history(who: Reader) -> dict[str, Any]:
         return {"history": await run_in_threadpool(service.store.limits_history)}
 

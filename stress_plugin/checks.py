@@ -19,7 +19,8 @@ MAX_ALIAS_NODES = 100_000
 """YAML aliases may add at most this many nodes: a few hundred bytes of nested aliases would
 otherwise expand to gigabytes (PyYAML's ``safe_load`` does not bound it)."""
 MAX_DEPTH = 100
-"""Deepest nesting of YAML or JSON collections; a book or scenario needs 3."""
+"""Deepest nesting checked in a YAML document with anchors (a book or scenario needs 3);
+without anchors libyaml's own limit (1,000 levels) applies."""
 MAX_MAGNITUDE = 1e12
 """Largest |quantity|, price, spread, multiplier, equity and VaR: with |delta| and |gamma| at
 most ``MAX_GREEK`` no product of the model can overflow a float64 (model.md, finite numbers)."""
