@@ -150,3 +150,12 @@ def test_cli_reset_follows_the_four_eyes_rule_for_the_os_user(tmp_path):
                                   window_s=900)
     assert outcome["cleared"] is not None
     assert "not halted" in cli("reset", "--reason", "x", env=env).stdout
+
+
+def test_serve_refuses_a_tokens_file_with_a_raw_token_without_echoing_it(tmp_path):
+    path = tmp_path / "operators"
+    path.write_text("alice risk my-raw-secret-token-value\n")
+    out = cli("serve", "--port", "0", env={"STRESS_DB": str(tmp_path / "s.db"),
+                                            "STRESS_API_TOKENS_FILE": str(path)})
+    assert_clean_exit_2(out, str(path), "line 1", "SHA256HEX")
+    assert "my-raw-secret" not in out.stderr + out.stdout
