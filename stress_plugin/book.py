@@ -7,7 +7,6 @@ Range rules live in one place, ``BookArrays.from_book``, checked vectorized so t
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from operator import attrgetter
@@ -31,13 +30,11 @@ from stress_plugin.errors import NO_VALUE, BookError
 
 PORTFOLIO = "PORTFOLIO"
 """The name the whole book is reported under; no position may use it."""
-_SYMBOL_CHAR = r"[A-Za-z0-9._:/^+=@#-]"
 SYMBOL_RULE = ("1 to 64 characters: ASCII letters, digits and . _ : / ^ + = @ # -, with single "
                "spaces allowed inside (not first or last); no control or non-ASCII characters")
 """What a symbol may be, as the error says it: printable in every log line, table and label."""
-SYMBOL = re.compile(rf"{_SYMBOL_CHAR}(?:[A-Za-z0-9._:/^+=@# -]{{0,62}}{_SYMBOL_CHAR})?")
-_SYMBOLS = re.compile(rf"(?:{SYMBOL.pattern}\n)*{SYMBOL.pattern}")
 MAX_SYMBOL_LEN = 64
+_SYMBOL_BYTES = (b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._:/^+=@#- ")
 _BOOK_FIELDS = {"equity", "var", "positions"}
 _POSITION_FIELDS = {"symbol", "quantity", "price", "spread", "multiplier", "var", "delta", "gamma"}
 
@@ -193,8 +190,7 @@ class BookArrays:
 
         names = self.symbols.tolist()
         try:  # one regex over all names (C); the Python loop only finds the culprit
-            joined = "\n".join(names)  # a name with a newline would split in two: count them
-            named = joined.count("\n") == len(names) - 1 and bool(_SYMBOLS.fullmatch(joined))
+            named = _all_symbols(names)
         except TypeError:  # not a str
             named = False
         if not named:
@@ -250,7 +246,24 @@ class BookArrays:
 
 def is_symbol(value: Any) -> bool:
     """Whether ``value`` is a symbol by ``SYMBOL_RULE``."""
-    return isinstance(value, str) and SYMBOL.fullmatch(value) is not None
+    return isinstance(value, str) and _all_symbols([value])
+
+
+def _all_symbols(names: list[str]) -> bool:
+    """``SYMBOL_RULE`` for every name at once, in C loops (100,000 names: a few ms): one
+    joined text whose bytes, less the allowed ones, must be just the separators; no empty
+    name (two separators together), none too long, spaces only single and inside."""
+    if not names or max(map(len, names)) > MAX_SYMBOL_LEN:
+        return False
+    joined = "\n".join(names)
+    if not joined or not joined.isascii() or joined.count("\n") != len(names) - 1:
+        return False
+    if joined.encode("ascii").translate(None, _SYMBOL_BYTES) != b"\n" * (len(names) - 1):
+        return False
+    if "\n\n" in joined or joined[0] == "\n" or joined[-1] == "\n":
+        return False
+    return " " not in joined or not (" \n" in joined or "\n " in joined or "  " in joined
+                                     or joined[0] == " " or joined[-1] == " ")
 
 
 def _where(positions: Sequence[Position], index: int, field: str) -> str:

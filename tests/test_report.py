@@ -13,9 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from test_api import Api
 
-from conftest import book, position, require
+from conftest import Api, book, position, require
 from stress_plugin import engine, report
 from stress_plugin.service import StressService
 from stress_plugin.settings import load_settings
