@@ -386,7 +386,9 @@ def create_app(service: StressService, *, background: bool = True,
               operation_id="stress_run", **_doc(RunResponse, 404, 503, links={
                   "ResetAfterRun": {"operationId": "reset_circuit",
                                     "requestBody": {"reason": "$response.body#/run_id"}},
-                  "Results": {"operationId": "stress_results"}}))
+                  "Results": {"operationId": "stress_results"},
+                  "Report": {"operationId": "run_report",
+                             "parameters": {"run_id": "$response.body#/run_id"}}}))
     async def stress_run(who: Runner, body: RunRequest | None = None) -> Any:
         body = body or RunRequest()
         result = await run_in_threadpool(lambda: service.run(

@@ -4,7 +4,7 @@ a real headless Chromium, and a schemathesis run (fuzzing and stateful phases)."
 from __future__ import annotations
 
 import os
-import shutil
+import re
 import socket
 import subprocess
 import sys
@@ -16,7 +16,7 @@ import httpx
 import pytest
 import yaml
 
-from conftest import book, position
+from conftest import book, position, require
 from test_cli import STRESS_RUNNER
 from test_serve import free_port
 
@@ -130,15 +130,11 @@ def test_a_105_mb_body_is_refused_before_it_is_read(tmp_path, book_path):
     assert max(map(len, output.splitlines())) < 2000  # no 110 MB log line
 
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-
-
 def test_docs_render_offline_in_a_real_chromium(served: str, tmp_path: Path):
-    assert CHROMIUM, "chromium is not installed (Debian: apt-get install -y chromium); " \
-                     ".ci/run installs it"
+    chromium = require("chromium", "chromium")  # CI: a failure, never a skip
     html = httpx.get(f"{served}/docs").text
     assert "cdn" not in html.lower() and "https://" not in html
-    command = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+    command = [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
                "--no-first-run", "--disable-background-networking",
                "--disable-component-update", "--disable-sync",
                f"--user-data-dir={tmp_path / 'chromium'}",
@@ -182,4 +178,6 @@ def test_schemathesis_finds_no_server_error(served: str, tmp_path: Path):
     summary = out.stdout[-4000:]
     assert out.returncode == 0, summary + out.stderr[-2000:]
     assert "✅ Fuzzing" in out.stdout and "✅ Stateful" in out.stdout, summary
-    assert "API Links:" in out.stdout and "No issues found" in out.stdout, summary
+    assert "API Links:" in out.stdout, summary
+    # every generated case passed (a warning that HTML bodies are not schema-checked is fine)
+    assert re.search(r"(\d+) generated, \1 passed\n", out.stdout), summary
