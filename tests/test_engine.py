@@ -138,10 +138,9 @@ def _brute_headroom(q, P, h, m, d, c, v, E, s, k, g, limits):
     return hi
 
 
-@pytest.mark.parametrize("recovery", ["linear", "exponential", "none"])
-def test_random_books_match_the_plain_loop(recovery):
-    rng = np.random.default_rng(7)
-    n = 40
+def random_positions(rng: np.random.Generator, n: int) -> tuple[np.ndarray, ...]:
+    """q, P, h, m, d, c, v of ``n`` random positions: longs and shorts, 60% with gamma of
+    either sign, 70% with a VaR."""
     q = rng.choice([-1, 1], n) * rng.integers(1, 50, n)
     P = rng.uniform(10, 10_000, n)
     h = rng.uniform(0, 2, n)
@@ -149,6 +148,14 @@ def test_random_books_match_the_plain_loop(recovery):
     d = rng.uniform(-1, 1, n)
     c = rng.uniform(-0.002, 0.004, n) * (rng.random(n) < 0.6)
     v = np.where(rng.random(n) < 0.7, rng.uniform(500, 20_000, n), np.nan)
+    return q, P, h, m, d, c, v
+
+
+@pytest.mark.parametrize("recovery", ["linear", "exponential", "none"])
+def test_random_books_match_the_plain_loop(recovery):
+    rng = np.random.default_rng(7)
+    n = 40
+    q, P, h, m, d, c, v = random_positions(rng, n)
     s = rng.uniform(-0.2, 0.2, n)
     E = 1_000_000.0
     out = run(q, P, h, m, d, c, v, E=E, s=s, recovery=recovery, k=2.5)
@@ -283,13 +290,7 @@ def test_random_books_with_shapes_and_spread_multipliers_match_brute_force(recov
                                                                              hold):
     rng = np.random.default_rng(ramp * 100 + hold)
     n = 30
-    q = rng.choice([-1, 1], n) * rng.integers(1, 50, n)
-    P = rng.uniform(10, 10_000, n)
-    h = rng.uniform(0, 2, n)
-    m = rng.choice([1, 2, 5, 50, 100], n).astype(float)
-    d = rng.uniform(-1, 1, n)
-    c = rng.uniform(-0.002, 0.004, n) * (rng.random(n) < 0.6)
-    v = np.where(rng.random(n) < 0.7, rng.uniform(500, 20_000, n), np.nan)
+    q, P, h, m, d, c, v = random_positions(rng, n)
     s = rng.uniform(-0.2, 0.2, n) * (rng.random(n) < 0.9)  # some symbols not moved
     k = rng.choice([1.0, 2.0, 26.0], n)
     E = 1_000_000.0
