@@ -7,6 +7,7 @@ import os
 import signal
 import socket
 import subprocess
+import threading
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -28,12 +29,34 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_serve(port: int, env: dict[str, str], book_path: Path) -> subprocess.Popen[str]:
+class ServeProcess(subprocess.Popen[str]):
+    """A ``serve`` whose output a thread reads all along, so a long test never fills the pipe
+    and blocks the server on its next log line; ``communicate()`` gives everything read."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self.lines: list[str] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.stdout is not None
+        for line in self.stdout:
+            self.lines.append(line)
+
+    def communicate(self, input: str | None = None, timeout: float | None = None
+                    ) -> tuple[str, None]:
+        self.wait(timeout)
+        self._reader.join(5)
+        return "".join(self.lines), None
+
+
+def start_serve(port: int, env: dict[str, str], book_path: Path) -> ServeProcess:
     full_env = {k: v for k, v in os.environ.items() if not k.startswith(("PD_", "STRESS_"))}
     full_env.update(env)
-    proc = subprocess.Popen([STRESS_RUNNER, "serve", "--port", str(port), "--book",
-                             str(book_path)], env=full_env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
+    proc = ServeProcess([STRESS_RUNNER, "serve", "--port", str(port), "--book",
+                         str(book_path)], env=full_env, stdout=subprocess.PIPE,
+                        stderr=subprocess.STDOUT, text=True)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         try:
