@@ -271,6 +271,11 @@ MIGRATIONS: list[str | Callable[[sqlite3.Connection], None]] = [
         coefficients BLOB NOT NULL
     );
     """,
+    # 6: each run reads its scenario's previous run (its episodes) by the newest rowid: an
+    # index on scenario (rowid is its last column) makes that a seek, not a scan of every run.
+    """
+    CREATE INDEX runs_by_scenario ON runs (scenario);
+    """,
 ]
 """Schema scripts (or functions, where rows must be rewritten) in order; ``PRAGMA user_version``
 is how many have been applied. Append new ones; never edit one that has shipped.
