@@ -232,7 +232,7 @@ class Deliverer:
         def call() -> None:
             kwargs = {"report": report, "delivery": delivery}
             try:
-                box["answer"] = impl.function(*(kwargs[arg] for arg in impl.argnames))
+                box["answer"] = self.plugins.invoke(impl, "stress_alert", kwargs)
             except BaseException as exc:  # reported below, in the caller's thread
                 box["error"] = exc
 
@@ -264,7 +264,7 @@ class Deliverer:
         if attempt.outcome in ("error", "timeout"):
             # counted before the store says so: whoever reads the attempt's error from the
             # store (drain, alerts list) finds it counted already
-            self.plugins.errors[row.sink] += 1
+            self.plugins.count_error(row.sink)
         if attempt.status == "delivered":
             self.store.delivery_done(row.id, attempt.outcome)
             log.info("%s delivered%s", what,
@@ -281,11 +281,8 @@ class Deliverer:
             log.log(logging.WARNING if deferred else logging.ERROR,
                     "%s %s: %s, next attempt in %s", what, "deferred" if deferred else "failed",
                     attempt.error, _duration(delay))
-        observer = self.plugins.observer
-        if observer is not None:
-            observer.alert_outcome(row.sink, attempt.outcome)
-            if attempt.outcome in ("error", "timeout"):
-                observer.plugin_error(row.sink)
+        if self.plugins.observer is not None:
+            self.plugins.observer.alert_outcome(row.sink, attempt.outcome)
 
     def _backoff(self, attempt: int) -> float:
         """Capped exponential backoff with jitter: base x 2^(attempt-1), at most the cap,

@@ -285,20 +285,31 @@ class Plugins:
         """Implementations in pluggy's call order (tryfirst first, trylast last)."""
         return list(reversed(getattr(self.pm.hook, hook).get_hookimpls()))
 
+    def invoke(self, impl: pluggy.HookImpl, hook: str, kwargs: dict[str, Any]) -> Any:
+        """Call one implementation with the arguments it names (traced on demand); raises what
+        it raises. The delivery worker calls sinks through this too."""
+        started = time.perf_counter()
+        answer = impl.function(*(kwargs[arg] for arg in impl.argnames))
+        if self.trace:
+            log.info("plugin call: %s.%s(%s) -> %s in %.3f ms", impl.plugin_name, hook,
+                     ", ".join(kwargs), _short(answer), (time.perf_counter() - started) * 1000)
+        return answer
+
+    def count_error(self, plugin: str) -> None:
+        """One failed call of ``plugin``, in ``errors`` and for the observer (metrics)."""
+        self.errors[plugin] += 1
+        if self.observer is not None:
+            self.observer.plugin_error(plugin)
+
     def _call(self, impl: pluggy.HookImpl, hook: str, kwargs: dict[str, Any]
               ) -> tuple[bool, Any, float]:
         started = time.perf_counter()
         try:
-            answer = impl.function(*(kwargs[arg] for arg in impl.argnames))
+            answer = self.invoke(impl, hook, kwargs)
         except Exception as exc:
-            ms = (time.perf_counter() - started) * 1000
             self._fail(impl.plugin_name, hook, f"raised {exc!r}", exc_info=exc)
-            return False, None, ms
-        ms = (time.perf_counter() - started) * 1000
-        if self.trace:
-            log.info("plugin call: %s.%s(%s) -> %s in %.3f ms", impl.plugin_name, hook,
-                     ", ".join(kwargs), _short(answer), ms)
-        return True, answer, ms
+            return False, None, (time.perf_counter() - started) * 1000
+        return True, answer, (time.perf_counter() - started) * 1000
 
     def _each(self, hook: str, kwargs: dict[str, Any]) -> list[tuple[str, Any]]:
         results = []
@@ -326,17 +337,12 @@ class Plugins:
     def _call_strict(self, impl: pluggy.HookImpl, hook: str, kwargs: dict[str, Any],
                      reason: str) -> Any:
         """Call an input hook: its exception becomes a ``RunFailure`` naming the plugin."""
-        started = time.perf_counter()
         try:
-            answer = impl.function(*(kwargs[arg] for arg in impl.argnames))
+            return self.invoke(impl, hook, kwargs)
         except Exception as exc:
             self._fail(impl.plugin_name, hook, f"raised {exc!r}", exc_info=exc)
             raise RunFailure(reason, f"plugin {impl.plugin_name} ({hook})", None, NO_VALUE,
                              f"raised {_short(exc, 200)}") from None
-        if self.trace:
-            log.info("plugin call: %s.%s(%s) -> %s in %.3f ms", impl.plugin_name, hook,
-                     ", ".join(kwargs), _short(answer), (time.perf_counter() - started) * 1000)
-        return answer
 
     def _deliver_each(self, hook: str, kwargs: dict[str, Any]) -> list[CallOutcome]:
         outcomes = []
@@ -347,9 +353,7 @@ class Plugins:
 
     def _fail(self, plugin: str, hook: str, problem: str,
               exc_info: BaseException | None = None) -> None:
-        self.errors[plugin] += 1
-        if self.observer is not None:
-            self.observer.plugin_error(plugin)
+        self.count_error(plugin)
         log.error("plugin %s failed in %s: %s", plugin, hook, problem, exc_info=exc_info)
 
 
