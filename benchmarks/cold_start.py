@@ -23,7 +23,7 @@ HEAVY = ("fastapi", "uvicorn", "starlette", "apscheduler", "exchange_calendars",
 """What ``serve`` needs and ``run`` must not import."""
 _PROBE = """
 import contextlib, io, json, sys
-from stress_plugin import cli
+from stress_plugin.cli import main as cli
 with contextlib.redirect_stdout(io.StringIO()):
     code = cli.main(["-q", "run", "--json"])
 print(json.dumps({"exit": code, "modules": sorted(sys.modules)}))

@@ -22,10 +22,11 @@ import numpy as np
 
 import stress_pack_flash_crash
 from stress_hookspecs import Book, Breach, Limits, Position, hookimpl
-from stress_plugin.plugins import Plugins, build_manager, riskagent_v2
-from stress_plugin.plugins.embedded_host import EmbeddedHost
+from stress_plugin.core.scenario import StressScenario
+from stress_plugin.default_plugins import default_plugins
+from stress_plugin.default_plugins.embedded_host import EmbeddedHost
+from stress_plugin.plugins import Plugins, build_manager
 from stress_plugin.runner import StressRunner
-from stress_plugin.scenario import StressScenario
 from stress_plugin.settings import load_settings
 from stress_plugin.store import Store
 
@@ -93,8 +94,9 @@ def make_plugins() -> Plugins:
     """The plugins as deployed minus the sinks: the evaluator, the embedded host, the pack."""
     pm, _ = build_manager(entry_points=False)
     plugins = Plugins(pm)
-    plugins.register(riskagent_v2, "riskagent_v2")
-    plugins.register(EmbeddedHost(), "embedded_host")
+    for name, plugin in default_plugins().items():
+        if name != "pagerduty":
+            plugins.register(EmbeddedHost() if name == "embedded_host" else plugin, name)
     plugins.register(stress_pack_flash_crash, "flash_crash")
     return plugins
 

@@ -37,7 +37,7 @@ from common import (
     timed,
 )
 
-from stress_plugin.metrics import Metrics
+from stress_plugin.service.metrics import Metrics
 
 REPEAT = {100: 2000, 1_000: 500, 10_000: 100, 100_000: 10}
 LOOP_REPEAT = {100: 50, 1_000: 10, 10_000: 3, 100_000: 1}

@@ -35,7 +35,7 @@ from common import (
     timed,
 )
 
-from stress_plugin.service import StressService
+from stress_plugin.service.service import StressService
 from stress_plugin.settings import load_settings
 from stress_plugin.store import Store
 

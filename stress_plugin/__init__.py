@@ -12,13 +12,13 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 _EXPORTS = {
-    "StressScenario": "stress_plugin.scenario",
+    "StressScenario": "stress_plugin.core.scenario",
     "StressRunner": "stress_plugin.runner",
-    "HourlyStressScheduler": "stress_plugin.scheduler",
-    "PagerDutyAlerter": "stress_plugin.plugins.pagerduty",
-    "load_book": "stress_plugin.book",
+    "HourlyStressScheduler": "stress_plugin.service.scheduler",
+    "PagerDutyAlerter": "stress_plugin.default_plugins.pagerduty",
+    "load_book": "stress_plugin.core.book",
     "load_settings": "stress_plugin.settings",
-    "StressError": "stress_plugin.errors",
+    "StressError": "stress_plugin.core.errors",
 }
 
 __all__ = [
@@ -32,12 +32,12 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
-    from stress_plugin.book import load_book
-    from stress_plugin.errors import StressError
-    from stress_plugin.plugins.pagerduty import PagerDutyAlerter
+    from stress_plugin.core.book import load_book
+    from stress_plugin.core.errors import StressError
+    from stress_plugin.core.scenario import StressScenario
+    from stress_plugin.default_plugins.pagerduty import PagerDutyAlerter
     from stress_plugin.runner import StressRunner
-    from stress_plugin.scenario import StressScenario
-    from stress_plugin.scheduler import HourlyStressScheduler
+    from stress_plugin.service.scheduler import HourlyStressScheduler
     from stress_plugin.settings import load_settings
 
 

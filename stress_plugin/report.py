@@ -17,9 +17,9 @@ from typing import Any
 
 import numpy as np
 
-from stress_plugin import engine
-from stress_plugin.engine import PathInputs
-from stress_plugin.errors import UnknownRun
+from stress_plugin.core import engine
+from stress_plugin.core.engine import PathInputs
+from stress_plugin.core.errors import UnknownRun
 from stress_plugin.store import Store
 
 WORST_SYMBOLS = 10

@@ -24,10 +24,9 @@ import numpy as np
 
 from stress_hookspecs import Book, Limits, Metrics, RiskEvent, StressResult
 from stress_hookspecs.types import SymbolMetrics
-from stress_plugin import engine
-from stress_plugin.book import BookArrays, book_from_mapping, read_book
-from stress_plugin.delivery import Deliverer
-from stress_plugin.errors import (
+from stress_plugin.core import engine
+from stress_plugin.core.book import BookArrays, book_from_mapping, read_book
+from stress_plugin.core.errors import (
     NO_VALUE,
     BookError,
     PluginError,
@@ -37,9 +36,10 @@ from stress_plugin.errors import (
     UnknownScenario,
     log_safe,
 )
-from stress_plugin.limits import check_limits, limits_in_force
+from stress_plugin.core.limits import check_limits, limits_in_force
+from stress_plugin.core.scenario import StressScenario
+from stress_plugin.delivery import Deliverer
 from stress_plugin.plugins import Plugins
-from stress_plugin.scenario import StressScenario
 from stress_plugin.settings import Settings, load_settings
 from stress_plugin.store import Store
 

@@ -8,8 +8,8 @@ from typing import Literal
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from stress_plugin.checks import MAX_FILE_BYTES_DEFAULT
-from stress_plugin.errors import ConfigError
+from stress_plugin.core.checks import MAX_FILE_BYTES_DEFAULT
+from stress_plugin.core.errors import ConfigError
 
 PD_EVENTS_URL_DEFAULT = "https://events.pagerduty.com/v2/enqueue"
 SECRET_VARIABLES = frozenset({"PD_ROUTING_KEY", "STRESS_API_TOKEN"})

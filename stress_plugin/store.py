@@ -22,12 +22,12 @@ from typing import TYPE_CHECKING, Any
 
 from stress_hookspecs import StressResult
 from stress_hookspecs.types import SymbolMetrics
-from stress_plugin.errors import ConfigError
+from stress_plugin.core.errors import ConfigError
 
 if TYPE_CHECKING:
     import numpy as np
 
-    from stress_plugin.engine import PathInputs
+    from stress_plugin.core.engine import PathInputs
 
 OUTBOX_STATUSES = ("pending", "delivered", "failed")
 SYMBOL_COLUMNS = ("worst_pnl", "drawdown_pct", "var_ratio", "delta_change", "headroom")
@@ -579,7 +579,7 @@ class Store:
         """What the run's P&L paths are made of; None for a run stored without them."""
         import numpy as np
 
-        from stress_plugin.engine import Coefficients, PathInputs
+        from stress_plugin.core.engine import Coefficients, PathInputs
 
         rows = self._query("SELECT * FROM run_paths WHERE run_id = ?", (run_id,))
         if not rows:

@@ -14,10 +14,11 @@ import pytest
 import yaml
 
 import stress_pack_flash_crash
-from stress_plugin.plugins import Plugins, build_manager, riskagent_v2
-from stress_plugin.plugins.embedded_host import EmbeddedHost
+from stress_plugin.default_plugins import default_plugins
+from stress_plugin.default_plugins.embedded_host import EmbeddedHost
+from stress_plugin.plugins import Plugins, build_manager
 from stress_plugin.runner import StressRunner
-from stress_plugin.service import StressService
+from stress_plugin.service.service import StressService
 from stress_plugin.settings import load_settings
 from stress_plugin.store import Store
 
@@ -45,8 +46,9 @@ def make_plugins(host: EmbeddedHost) -> Callable[..., Plugins]:
     def make(*extra: object, **named: object) -> Plugins:
         pm, _ = build_manager(entry_points=False)
         plugins = Plugins(pm)
-        plugins.register(riskagent_v2, "riskagent_v2")
-        plugins.register(host, "embedded_host")
+        for name, plugin in default_plugins().items():
+            if name != "pagerduty":  # sinks only when a test asks for one
+                plugins.register(host if name == "embedded_host" else plugin, name)
         plugins.register(stress_pack_flash_crash, "flash_crash")
         for i, plugin in enumerate(extra):
             plugins.register(plugin, f"extra{i}")
@@ -99,7 +101,7 @@ class Api:
 
     def __init__(self, service: StressService, client: str = "127.0.0.1",
                  headers: dict[str, str] | None = None) -> None:
-        from stress_plugin.api import create_app
+        from stress_plugin.service.api import create_app
 
         self.app = create_app(service, background=False)
         self.client = client

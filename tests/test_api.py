@@ -258,7 +258,7 @@ def test_a_scheduled_slot_runs_once_per_scenario(make_service, book_file):
 
 
 def test_paging_off_is_counted_as_disabled_not_ok(make_service, book_file):
-    from stress_plugin.plugins import pagerduty
+    from stress_plugin.default_plugins import pagerduty
 
     api = Api(make_service(pagerduty, book_path=book_file))
     text = api("GET", "/metrics").text

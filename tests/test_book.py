@@ -12,8 +12,8 @@ import yaml
 from conftest import book, position
 from stress_hookspecs import Book, Position
 from stress_plugin import load_book
-from stress_plugin.book import BookArrays
-from stress_plugin.errors import BookError
+from stress_plugin.core.book import BookArrays
+from stress_plugin.core.errors import BookError
 
 
 def write(tmp_path: Path, data, name="book.yaml") -> Path:

@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from conftest import book, position
-from stress_plugin.checks import parse_yaml
+from stress_plugin.core.checks import parse_yaml
 from stress_plugin.runner import StressRunner
 from stress_plugin.settings import load_settings
 from stress_plugin.store import Store

@@ -142,7 +142,7 @@ def test_unusable_store_path_is_named(tmp_path):
 
 def test_run_imports_none_of_the_services_heavy_modules(tmp_path):
     """`run` stays a quick command: no web framework, scheduler, calendar or pandas."""
-    probe = ("import contextlib, io, sys\nfrom stress_plugin import cli\n"
+    probe = ("import contextlib, io, sys\nfrom stress_plugin.cli import main as cli\n"
              "with contextlib.redirect_stdout(io.StringIO()):\n"
              "    code = cli.main(['-q', 'run', '--json'])\n"
              "heavy = ('fastapi', 'uvicorn', 'starlette', 'apscheduler', 'exchange_calendars',"
@@ -368,7 +368,7 @@ def test_unknown_disabled_plugin_is_a_warning_naming_the_known_ones(tmp_path):
 
 
 def test_plugins_lists_what_the_service_runs_with(tmp_path):
-    from stress_plugin.service import StressService
+    from stress_plugin.service.service import StressService
     from stress_plugin.settings import load_settings
 
     out = cli("plugins", "--json", env={"STRESS_DB": str(tmp_path / "s.db")})

@@ -13,11 +13,12 @@ import pytest
 import stress_pack_flash_crash
 from conftest import book, position
 from stress_hookspecs import Delivery, RiskEvent, StressResult, hookimpl
-from stress_plugin.errors import ConfigError
-from stress_plugin.metrics import Metrics
-from stress_plugin.plugins import Plugins, build_manager, riskagent_v2
+from stress_plugin.core.errors import ConfigError
+from stress_plugin.default_plugins import riskagent_v2
+from stress_plugin.plugins import Plugins, build_manager
 from stress_plugin.runner import StressRunner
-from stress_plugin.service import StressService
+from stress_plugin.service.metrics import Metrics
+from stress_plugin.service.service import StressService
 from stress_plugin.settings import load_settings
 from stress_plugin.store import Store
 
@@ -229,7 +230,7 @@ def test_kill_mode_is_service_config(make_plugins, monkeypatch, tmp_path):
 
 
 def test_one_kill_switch_for_many_scenarios_is_confirmed_once_for_all(monkeypatch):
-    from stress_plugin.scenario import StressScenario
+    from stress_plugin.core.scenario import StressScenario
 
     monkeypatch.setenv("STRESS_KILL_CONFIRM_S", "0.2")
     host = StuckHost("ACTIVE")

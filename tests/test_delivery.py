@@ -234,10 +234,10 @@ def test_run_with_a_sink_that_hangs_forever_exits_on_time_and_leaves_it_pending(
 
 
 def test_the_runtime_imports_nothing_from_the_pagerduty_sink():
-    code = ("import sys, stress_plugin.runner, stress_plugin.service, stress_plugin.api, "
-            "stress_plugin.delivery, stress_plugin.store, stress_plugin.cli, "
-            "stress_plugin.cli_alerts; "
-            "print('stress_plugin.plugins.pagerduty' in sys.modules)")
+    code = ("import sys, stress_plugin.runner, stress_plugin.service.service, "
+            "stress_plugin.service.api, stress_plugin.delivery, stress_plugin.store, "
+            "stress_plugin.cli.main, stress_plugin.cli.alerts; "
+            "print('stress_plugin.default_plugins.pagerduty' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          env={**os.environ}, check=True)
     assert out.stdout.strip() == "False"

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from stress_hookspecs import Limits
-from stress_plugin import engine
+from stress_plugin.core import engine
 
 DEFAULT = Limits()
 

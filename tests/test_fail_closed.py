@@ -251,7 +251,7 @@ def test_zero_loss_prints_zero_not_minus_zero(make_runner):
 
 
 def _gap_up(make_runner):
-    from stress_plugin.scenario import StressScenario
+    from stress_plugin.core.scenario import StressScenario
 
     return StressScenario({"scenario_name": "gap_up", "price_shock_pct": 0.02})
 

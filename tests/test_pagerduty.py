@@ -14,10 +14,11 @@ from pathlib import Path
 import pytest
 
 from stress_hookspecs import Breach, Limits, Metrics, StressResult
-from stress_plugin import cli_alerts
+from stress_plugin.cli import alerts as cli_alerts
+from stress_plugin.core.errors import ConfigError
+from stress_plugin.default_plugins import pagerduty
 from stress_plugin.delivery import Deliverer
-from stress_plugin.errors import ConfigError
-from stress_plugin.plugins import Plugins, build_manager, pagerduty
+from stress_plugin.plugins import Plugins, build_manager
 from stress_plugin.settings import load_settings
 from stress_plugin.store import MIGRATIONS, Store
 

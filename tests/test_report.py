@@ -15,8 +15,9 @@ import pytest
 import yaml
 
 from conftest import Api, book, position, require
-from stress_plugin import engine, report
-from stress_plugin.service import StressService
+from stress_plugin import report
+from stress_plugin.core import engine
+from stress_plugin.service.service import StressService
 from stress_plugin.settings import load_settings
 from stress_plugin.store import Store
 from test_cli import cli

@@ -9,7 +9,7 @@ import pytest
 
 from stress_hookspecs import Breach, Limits, Metrics, StressResult
 from stress_hookspecs.types import SymbolMetrics
-from stress_plugin.plugins.riskagent_v2 import stress_evaluate
+from stress_plugin.default_plugins.riskagent_v2 import stress_evaluate
 
 LIMITS = Limits(max_drawdown_pct=0.05, max_var_multiplier=2.0, max_position_delta=0.1)
 

@@ -11,7 +11,7 @@ import pytest
 
 from conftest import book, position
 from stress_hookspecs import Breach, Limits, RiskEvent, StressResult, hookimpl
-from stress_plugin.errors import BookError, PluginError, ScenarioError
+from stress_plugin.core.errors import BookError, PluginError, ScenarioError
 
 WORKED = book(position(var=3000))  # model.md: E 100,000, 5 MES long
 BREACHING = book(position(quantity=6, var=3000))  # the same with 6 contracts
@@ -191,7 +191,7 @@ def test_implementations_may_take_fewer_arguments(make_runner):
 
 
 def test_identical_breaches_from_two_evaluators_count_once(make_runner):
-    from stress_plugin.plugins import riskagent_v2
+    from stress_plugin.default_plugins import riskagent_v2
 
     class Twin:
         stress_evaluate = staticmethod(riskagent_v2.stress_evaluate)
@@ -292,7 +292,7 @@ class CountingBook:
 
 def test_run_many_takes_the_book_once_and_kills_once_naming_every_breaching_scenario(
         make_runner, host, caplog):
-    from stress_plugin.scenario import StressScenario
+    from stress_plugin.core.scenario import StressScenario
 
     calls: list = []
     counting = CountingBook(book(position(quantity=5, var=3000), position(
@@ -370,8 +370,8 @@ class BrokenBook:
 
 
 def test_run_many_without_a_book_fails_every_scenario_and_passes_none(make_runner):
+    from stress_plugin.core.scenario import StressScenario
     from stress_plugin.runner import summary
-    from stress_plugin.scenario import StressScenario
 
     calls: list = []
     runner = make_runner(Recorder(calls), BrokenBook())

@@ -11,7 +11,7 @@ import yaml
 
 from stress_pack_flash_crash import SCENARIO_FILE
 from stress_plugin import StressScenario
-from stress_plugin.errors import ScenarioError
+from stress_plugin.core.errors import ScenarioError
 
 GOOD = {"scenario_name": "custom", "price_shock_pct": -0.05}
 

@@ -12,8 +12,8 @@ from zoneinfo import ZoneInfo
 import pytest
 from apscheduler.events import EVENT_JOB_MAX_INSTANCES, EVENT_JOB_SUBMITTED, JobSubmissionEvent
 
-from stress_plugin import scheduler
-from stress_plugin.scheduler import HourlyStressScheduler, fire_times
+from stress_plugin.service import scheduler
+from stress_plugin.service.scheduler import HourlyStressScheduler, fire_times
 
 NY = ZoneInfo("America/New_York")
 

@@ -13,9 +13,9 @@ import pytest
 import yaml
 
 from conftest import Api, book, position
-from stress_plugin.api import create_app
-from stress_plugin.cli import OpsFormatter
-from stress_plugin.security import new_token, parse_operators
+from stress_plugin.cli.main import OpsFormatter
+from stress_plugin.service.api import create_app
+from stress_plugin.service.security import new_token, parse_operators
 from test_api import TOKEN
 
 ALICE, BOB, CAROL, VIC = ("alice-token-" + "a" * 20, "bob-token-" + "b" * 20,
@@ -114,8 +114,8 @@ def test_a_scenario_path_is_an_unknown_name_and_no_file_is_opened(api: Api, tmp_
     def no_files(*args, **kwargs):
         raise AssertionError("the API opened a file it was given")
 
-    monkeypatch.setattr("stress_plugin.scenario._read_yaml", no_files)
-    monkeypatch.setattr("stress_plugin.checks.read_text", no_files)
+    monkeypatch.setattr("stress_plugin.core.scenario._read_yaml", no_files)
+    monkeypatch.setattr("stress_plugin.core.checks.read_text", no_files)
     for path in (str(secret), "/etc/passwd", "../../etc/shadow.yml"):
         response = api("POST", "/api/v1/stress/run", json={"scenario": path})
         assert response.status_code == 404, response.text

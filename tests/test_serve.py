@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 from conftest import book, position
-from stress_plugin.service import StressService
+from stress_plugin.service.service import StressService
 from stress_plugin.settings import load_settings
 from stress_plugin.store import Store
 from test_cli import STRESS_RUNNER
@@ -156,7 +156,7 @@ def test_schedule_command_prints_iso_utc_times(count, tmp_path: Path):
 
 def test_pending_pages_are_retried_in_the_background(make_plugins, monkeypatch, tmp_path):
     from pagerduty_server import FakePagerDuty
-    from stress_plugin.plugins import pagerduty
+    from stress_plugin.default_plugins import pagerduty
 
     breaching = tmp_path / "breach.yaml"
     breaching.write_text(yaml.safe_dump(book(position(quantity=6, var=3000))))

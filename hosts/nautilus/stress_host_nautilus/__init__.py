@@ -1,8 +1,8 @@
 """NautilusTrader as a stress-plugin host: the book from the cache, the halt on the risk engine.
 
 ``attach(engine_or_node, config=StressActorConfig(...))`` adds a ``StressActor`` to a
-``BacktestEngine`` or a ``TradingNode``. The actor runs the stress at the same slots as
-``stress-runner serve`` (``stress_plugin.scheduler.fire_times``), on the engine's own clock, so a
+``BacktestEngine`` or a ``TradingNode``. The actor runs the stress at the same slots as ``stress-
+runner serve`` (``stress_plugin.service.scheduler.fire_times``), on the engine's own clock, so a
 backtest replays the schedule on simulated time. Its runner answers the hooks through
 ``NautilusHost``: ``stress_book`` from the open positions, instruments, latest quotes and the
 account; ``stress_bus_publish`` sets the risk engine's trading state (KILL_SWITCH: HALTED or

@@ -11,7 +11,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 
 from stress_hookspecs import StressResult
 from stress_hookspecs.types import SymbolMetrics
-from stress_plugin.errors import FAILURE_REASONS
+from stress_plugin.core.errors import FAILURE_REASONS
 
 RUNTIME_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075,
                    0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0, 2.5, 5.0)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from stress_hookspecs import Book, RiskEvent, hookimpl
 
-DEMO_BOOK = Path(__file__).resolve().parent.parent / "demo_book.yaml"
+DEMO_BOOK = Path(__file__).resolve().parent / "demo_book.yaml"
 log = logging.getLogger("stress_runner.host")
 
 
@@ -34,7 +34,7 @@ class EmbeddedHost:
         """The demo book, read once: it is package data and never changes."""
         with self._lock:
             if self._demo_book is None:
-                from stress_plugin.book import load_book
+                from stress_plugin.core.book import load_book
 
                 self._demo_book = load_book(DEMO_BOOK)
             return self._demo_book

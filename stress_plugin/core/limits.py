@@ -12,8 +12,8 @@ from dataclasses import fields
 from typing import Any
 
 from stress_hookspecs import Limits
-from stress_plugin.checks import MAX_MAGNITUDE, known_fields, number
-from stress_plugin.errors import StressError
+from stress_plugin.core.checks import MAX_MAGNITUDE, known_fields, number
+from stress_plugin.core.errors import StressError
 
 LIMIT_FIELDS = tuple(f.name for f in fields(Limits))
 """The limit names, from the contract's ``Limits``."""

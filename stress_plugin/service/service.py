@@ -18,12 +18,12 @@ from pathlib import Path
 from typing import Any
 
 from stress_hookspecs import StressResult
-from stress_plugin.errors import ConfigError, RunFailure
-from stress_plugin.limits import check_limits
-from stress_plugin.metrics import Metrics
+from stress_plugin.core.errors import ConfigError, RunFailure
+from stress_plugin.core.limits import check_limits
 from stress_plugin.plugins import Plugins
 from stress_plugin.runner import DEFAULT_SCENARIO, StressRunner, summary
-from stress_plugin.scheduler import check_schedule
+from stress_plugin.service.metrics import Metrics
+from stress_plugin.service.scheduler import check_schedule
 from stress_plugin.settings import Settings
 from stress_plugin.store import Store
 
@@ -266,7 +266,7 @@ class StressService:
     # -- lifecycle ------------------------------------------------------------------------------
 
     def start_scheduler(self) -> None:
-        from stress_plugin.scheduler import HourlyStressScheduler
+        from stress_plugin.service.scheduler import HourlyStressScheduler
 
         self.scheduler = HourlyStressScheduler(
             self.scheduled_run,

@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from stress_plugin.errors import StressError, log_safe
+from stress_plugin.core.errors import StressError, log_safe
 
 EXIT_OK, EXIT_BREACH, EXIT_INPUT = 0, 1, 2
 DEFAULT_SCENARIO = "flash_crash_lite"  # runner.DEFAULT_SCENARIO, without importing numpy here
@@ -182,9 +182,9 @@ def _parser() -> argparse.ArgumentParser:
     schedule.add_argument("--count", type=int, default=10, help="how many (default 10)")
     schedule.set_defaults(handler=_schedule)
 
-    from stress_plugin import cli_alerts
+    from stress_plugin.cli import alerts
 
-    cli_alerts.add_parser(commands)
+    alerts.add_parser(commands)
     return parser
 
 
@@ -251,10 +251,10 @@ def _status(args: argparse.Namespace) -> int:
     """What an operator asks first: is trading halted, did the last run pass, what is next."""
     from datetime import UTC, datetime
 
-    from stress_plugin.errors import RunFailure
+    from stress_plugin.core.errors import RunFailure
     from stress_plugin.runner import StressRunner
-    from stress_plugin.scheduler import fire_times
-    from stress_plugin.service import effective_config, iso_utc
+    from stress_plugin.service.scheduler import fire_times
+    from stress_plugin.service.service import effective_config, iso_utc
     from stress_plugin.settings import load_settings
     from stress_plugin.store import Store
 
@@ -330,7 +330,7 @@ def _reset(args: argparse.Namespace) -> int:
 def _token(args: argparse.Namespace) -> int:
     """A new random token on stdout, with the line (name, role, SHA-256 of the token) that
     goes into STRESS_API_TOKENS_FILE; the token itself is stored nowhere."""
-    from stress_plugin.security import new_token
+    from stress_plugin.service.security import new_token
 
     token, line = new_token(args.name, args.role)
     print(f"token for {args.name} ({args.role}), shown once; give it to the operator:")
@@ -343,7 +343,7 @@ def _token(args: argparse.Namespace) -> int:
 def _run_many(args: argparse.Namespace, runner: Any, symbols: list[str] | None) -> int:
     """``run --all`` or ``run --scenario a,b``: one book snapshot, one row per scenario;
     ``--report FILE.html`` writes one report per scenario, ``FILE-<scenario>.html``."""
-    from stress_plugin.errors import NO_VALUE, ConfigError
+    from stress_plugin.core.errors import NO_VALUE, ConfigError
 
     if args.all and args.scenario:
         raise ConfigError("arguments", "--all", args.scenario,
@@ -393,7 +393,7 @@ def _check_report_dir(path: Path) -> None:
     """``--report``'s directory must exist and be writable, checked before anything runs."""
     import os
 
-    from stress_plugin.errors import ConfigError
+    from stress_plugin.core.errors import ConfigError
 
     folder = path.parent
     if path.is_dir():
@@ -412,7 +412,7 @@ def _write_reports(store: Any, results: Sequence[Any], path: Path | None) -> str
     if path is None:
         return None
     from stress_plugin import report
-    from stress_plugin.errors import ConfigError
+    from stress_plugin.core.errors import ConfigError
 
     several = len(results) > 1
     for result in results:
@@ -439,7 +439,7 @@ def _positive(text: str) -> int:
 
 
 def _validate(args: argparse.Namespace) -> int:
-    from stress_plugin.validate import MAX_SHOWN, validate_file
+    from stress_plugin.core.validate import MAX_SHOWN, validate_file
 
     checked = validate_file(args.path)
     if not checked.problems:
@@ -471,7 +471,7 @@ def _scenarios(args: argparse.Namespace) -> int:
 
 def _plugins(args: argparse.Namespace) -> int:
     """What the service would run with: the entry points and the service's own plugins."""
-    from stress_plugin.service import StressService
+    from stress_plugin.service.service import StressService
     from stress_plugin.settings import load_settings
 
     plugins = StressService(load_settings()).plugins
@@ -494,9 +494,9 @@ def _plugins(args: argparse.Namespace) -> int:
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from stress_plugin.api import create_app
-    from stress_plugin.book import load_book
-    from stress_plugin.service import StressService
+    from stress_plugin.core.book import load_book
+    from stress_plugin.service.api import create_app
+    from stress_plugin.service.service import StressService
     from stress_plugin.settings import load_settings
 
     if args.book is not None:
@@ -517,9 +517,9 @@ def _schedule(args: argparse.Namespace) -> int:
     """The same fire-time code and the same effective config as the service's scheduler."""
     from datetime import UTC, datetime
 
-    from stress_plugin.errors import ConfigError
-    from stress_plugin.scheduler import fire_times
-    from stress_plugin.service import effective_config, iso_utc
+    from stress_plugin.core.errors import ConfigError
+    from stress_plugin.service.scheduler import fire_times
+    from stress_plugin.service.service import effective_config, iso_utc
     from stress_plugin.settings import load_settings
     from stress_plugin.store import Store
 

@@ -17,7 +17,7 @@ import numpy as np
 import yaml
 
 from stress_hookspecs import Book, Position
-from stress_plugin.checks import (
+from stress_plugin.core.checks import (
     MAX_GREEK,
     MAX_MAGNITUDE,
     known_fields,
@@ -26,7 +26,7 @@ from stress_plugin.checks import (
     required,
     yaml_problem,
 )
-from stress_plugin.errors import NO_VALUE, BookError
+from stress_plugin.core.errors import NO_VALUE, BookError
 
 PORTFOLIO = "PORTFOLIO"
 """The name the whole book is reported under; no position may use it."""

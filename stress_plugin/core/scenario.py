@@ -13,9 +13,16 @@ import numpy as np
 import yaml
 
 from stress_hookspecs import Limits
-from stress_plugin.checks import known_fields, number, parse_yaml, read_text, required, yaml_problem
-from stress_plugin.errors import NO_VALUE, ScenarioError
-from stress_plugin.limits import LIMIT_FIELDS, check_limits, limits_in_force
+from stress_plugin.core.checks import (
+    known_fields,
+    number,
+    parse_yaml,
+    read_text,
+    required,
+    yaml_problem,
+)
+from stress_plugin.core.errors import NO_VALUE, ScenarioError
+from stress_plugin.core.limits import LIMIT_FIELDS, check_limits, limits_in_force
 
 RECOVERY_TYPES = ("linear", "exponential", "none")
 MAX_GRID_POINTS = 10_001

@@ -23,7 +23,7 @@ import pluggy
 
 import stress_hookspecs
 from stress_hookspecs import PROJECT_NAME, Breach, Limits, RiskEvent, StressResult
-from stress_plugin.errors import NO_VALUE, PluginError, RunFailure
+from stress_plugin.core.errors import NO_VALUE, PluginError, RunFailure
 
 log = logging.getLogger("stress_runner.plugins")
 

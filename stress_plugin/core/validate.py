@@ -18,10 +18,10 @@ from typing import Any
 import yaml
 
 from stress_hookspecs import Book
-from stress_plugin.book import BookArrays, book_from_mapping
-from stress_plugin.checks import parse_yaml, read_text, yaml_problem
-from stress_plugin.errors import NO_VALUE, BookError, ScenarioError, StressError
-from stress_plugin.scenario import StressScenario
+from stress_plugin.core.book import BookArrays, book_from_mapping
+from stress_plugin.core.checks import parse_yaml, read_text, yaml_problem
+from stress_plugin.core.errors import NO_VALUE, BookError, ScenarioError, StressError
+from stress_plugin.core.scenario import StressScenario
 
 MAX_SHOWN = 50
 _GOOD_SCENARIO = {"scenario_name": "x", "price_shock_pct": -0.03}

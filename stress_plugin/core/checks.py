@@ -10,7 +10,7 @@ from typing import Any
 
 import yaml
 
-from stress_plugin.errors import NO_VALUE, StressError
+from stress_plugin.core.errors import NO_VALUE, StressError
 
 _YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 MAX_FILE_BYTES_DEFAULT = 64 * 1024 * 1024
@@ -155,7 +155,7 @@ def known_fields(
 def required(error: type[StressError], source: str, data: Mapping[str, Any], field: str,
              prefix: str = "") -> Any:
     if field not in data:
-        from stress_plugin.errors import NO_VALUE
+        from stress_plugin.core.errors import NO_VALUE
 
         raise error(source, f"{prefix}{field}", NO_VALUE, "is required")
     return data[field]

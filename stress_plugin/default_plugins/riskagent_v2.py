@@ -6,7 +6,7 @@ import numpy as np
 
 from stress_hookspecs import Breach, Limits, Metrics, StressResult, hookimpl
 from stress_hookspecs.types import SymbolMetrics
-from stress_plugin.book import PORTFOLIO
+from stress_plugin.core.book import PORTFOLIO
 
 _LIMITS = ("max_drawdown_pct", "max_var_multiplier", "max_position_delta")
 

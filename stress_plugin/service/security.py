@@ -23,7 +23,7 @@ from fastapi import HTTPException, Request
 from starlette.datastructures import Headers
 from starlette.responses import JSONResponse
 
-from stress_plugin.errors import NO_VALUE, ConfigError
+from stress_plugin.core.errors import NO_VALUE, ConfigError
 from stress_plugin.settings import Settings
 
 Scope = MutableMapping[str, Any]

@@ -25,9 +25,9 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from stress_plugin import __version__
-from stress_plugin.book import SYMBOL_RULE, is_symbol
-from stress_plugin.checks import MAX_MAGNITUDE
-from stress_plugin.errors import (
+from stress_plugin.core.book import SYMBOL_RULE, is_symbol
+from stress_plugin.core.checks import MAX_MAGNITUDE
+from stress_plugin.core.errors import (
     ECHO_CHARS,
     UNAVAILABLE_REASONS,
     RunFailure,
@@ -36,8 +36,8 @@ from stress_plugin.errors import (
     UnknownScenario,
     shown_value,
 )
-from stress_plugin.security import Guard, Principal, RequestGuard, allowed_hosts
-from stress_plugin.service import StressService
+from stress_plugin.service.security import Guard, Principal, RequestGuard, allowed_hosts
+from stress_plugin.service.service import StressService
 
 log = logging.getLogger("stress_runner.api")
 RECENT_RUNS = 50
