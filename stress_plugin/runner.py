@@ -83,7 +83,7 @@ class StressRunner:
             offered = [*self.plugins.scenarios(),
                        *(("STRESS_SCENARIOS", p) for p in self.settings.scenario_files)]
             for plugin, item in offered:
-                scenario = _scenario_from(plugin, item)
+                scenario = _scenario_from(plugin, item, self.settings.stress_max_file_bytes)
                 if scenario.name in found:
                     raise ScenarioError(scenario.origin, "scenario_name", scenario.name,
                                         f"also defined by {found[scenario.name].origin}")
@@ -107,7 +107,7 @@ class StressRunner:
             return name_or_path
         text = str(name_or_path)
         if isinstance(name_or_path, Path) or text.endswith((".yaml", ".yml")):
-            return StressScenario(text)
+            return StressScenario(text, max_bytes=self.settings.stress_max_file_bytes)
         return self.scenario_named(text)
 
     # -- the limits and the halt ----------------------------------------------------------------
@@ -356,7 +356,7 @@ class StressRunner:
         """The book's columns and who supplied it; ``RunFailure`` when there is none to use."""
         if isinstance(book, str | Path):
             try:
-                return read_book(book)[1], str(book)
+                return read_book(book, self.settings.stress_max_file_bytes)[1], str(book)
             except BookError as exc:
                 reason = "book_unavailable" if exc.problem.startswith("cannot read") else \
                     "book_invalid"
@@ -489,11 +489,11 @@ def summary(result: dict[str, Any]) -> dict[str, Any]:
     return row
 
 
-def _scenario_from(plugin: str, item: Any) -> StressScenario:
+def _scenario_from(plugin: str, item: Any, max_bytes: int) -> StressScenario:
     if isinstance(item, StressScenario):
         return item
     if isinstance(item, str | Path):
-        return StressScenario(item)
+        return StressScenario(item, max_bytes=max_bytes)
     if isinstance(item, Mapping):
         return StressScenario(item, origin=f"plugin {plugin} (stress_scenarios)")
     raise PluginError(f"plugin {plugin} (stress_scenarios)", None, type(item).__name__,

@@ -440,8 +440,9 @@ def _positive(text: str) -> int:
 
 def _validate(args: argparse.Namespace) -> int:
     from stress_plugin.core.validate import MAX_SHOWN, validate_file
+    from stress_plugin.settings import load_settings
 
-    checked = validate_file(args.path)
+    checked = validate_file(args.path, load_settings().stress_max_file_bytes)
     if not checked.problems:
         print(f"OK: {checked.summary}")
         return EXIT_OK
@@ -492,24 +493,18 @@ def _plugins(args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    import uvicorn
-
     from stress_plugin.core.book import load_book
-    from stress_plugin.service.api import create_app
+    from stress_plugin.service.api import create_app, serve
     from stress_plugin.service.service import StressService
     from stress_plugin.settings import load_settings
 
-    if args.book is not None:
-        load_book(args.book)  # a bad book stops start-up, not the first scheduled run
     settings = load_settings()
+    if args.book is not None:
+        # a bad book stops start-up, not the first scheduled run
+        load_book(args.book, settings.stress_max_file_bytes)
     service = StressService(settings, book_path=args.book)
-    app = create_app(service, bound_host=args.host)
-    # forwarded headers only from STRESS_TRUSTED_PROXIES: uvicorn's own default trusts
-    # 127.0.0.1, so any local process could set the client address the audit trail records
-    proxies = settings.trusted_proxies
-    uvicorn.run(app, host=args.host, port=args.port, log_config=None, workers=1,
-                proxy_headers=bool(proxies), forwarded_allow_ips=",".join(proxies) or "",
-                server_header=False)
+    serve(create_app(service, bound_host=args.host), args.host, args.port,
+          settings.trusted_proxies)
     return EXIT_OK
 
 

@@ -18,6 +18,7 @@ import yaml
 
 from stress_hookspecs import Book, Position
 from stress_plugin.core.checks import (
+    MAX_FILE_BYTES_DEFAULT,
     MAX_GREEK,
     MAX_MAGNITUDE,
     known_fields,
@@ -39,15 +40,16 @@ _BOOK_FIELDS = {"equity", "var", "positions"}
 _POSITION_FIELDS = {"symbol", "quantity", "price", "spread", "multiplier", "var", "delta", "gamma"}
 
 
-def load_book(path: str | Path) -> Book:
+def load_book(path: str | Path, max_bytes: int = MAX_FILE_BYTES_DEFAULT) -> Book:
     """Read and validate a book file (YAML, or JSON by its ``.json`` suffix)."""
-    return read_book(path)[0]
+    return read_book(path, max_bytes)[0]
 
 
-def read_book(path: str | Path) -> tuple[Book, BookArrays]:
+def read_book(path: str | Path, max_bytes: int = MAX_FILE_BYTES_DEFAULT
+              ) -> tuple[Book, BookArrays]:
     """The book file as a ``Book`` and as the validated columns, checked once."""
     path = Path(path)
-    text = read_text(path, BookError)
+    text = read_text(path, BookError, max_bytes)
     try:
         data = json.loads(text) if path.suffix.lower() == ".json" else parse_yaml(text)
     except json.JSONDecodeError as exc:

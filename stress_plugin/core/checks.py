@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -79,23 +78,15 @@ def _children(node: yaml.Node) -> list[yaml.Node]:
     return []
 
 
-def max_file_bytes() -> int:
-    """``STRESS_MAX_FILE_BYTES`` (checked by ``Settings`` at start-up), read when a file is."""
-    value = os.environ.get("STRESS_MAX_FILE_BYTES", "").strip()
-    return int(value) if value.isdigit() and int(value) > 0 else MAX_FILE_BYTES_DEFAULT
-
-
-def read_text(path: Path, error: type[StressError]) -> str:
-    """The UTF-8 text of ``path``, refusing files over ``max_file_bytes()`` before reading
-    them whole; ``error`` names the file for anything wrong."""
-    limit = max_file_bytes()
+def read_text(path: Path, error: type[StressError], limit: int = MAX_FILE_BYTES_DEFAULT) -> str:
+    """The UTF-8 text of ``path``, refusing a file over ``limit`` bytes (the runtime passes
+    ``STRESS_MAX_FILE_BYTES``) without reading more than that; ``error`` names the file."""
     try:
         with path.open("rb") as file:
-            size = os.fstat(file.fileno()).st_size
             data = file.read(limit + 1)
     except OSError as exc:
         raise error(str(path), None, NO_VALUE, f"cannot read: {exc.strerror}") from None
-    if size > limit or len(data) > limit:
+    if len(data) > limit:
         raise error(str(path), None, NO_VALUE,
                     f"is larger than {limit:,} bytes (STRESS_MAX_FILE_BYTES)")
     try:

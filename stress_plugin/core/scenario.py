@@ -14,6 +14,7 @@ import yaml
 
 from stress_hookspecs import Limits
 from stress_plugin.core.checks import (
+    MAX_FILE_BYTES_DEFAULT,
     known_fields,
     number,
     parse_yaml,
@@ -58,10 +59,11 @@ class StressScenario:
     and the value for anything that model.md does not allow, unknown fields included.
     """
 
-    def __init__(self, source: str | Path | Mapping[str, Any], *, origin: str | None = None):
+    def __init__(self, source: str | Path | Mapping[str, Any], *, origin: str | None = None,
+                 max_bytes: int = MAX_FILE_BYTES_DEFAULT):
         if isinstance(source, str | Path):
             self.origin = str(source)
-            data = _read_yaml(Path(source))
+            data = _read_yaml(Path(source), max_bytes)
         else:
             self.origin = origin or "<scenario mapping>"
             data = source
@@ -172,8 +174,8 @@ class StressScenario:
         return f"StressScenario({self.name!r}, origin={self.origin!r})"
 
 
-def _read_yaml(path: Path) -> Any:
-    text = read_text(path, ScenarioError)
+def _read_yaml(path: Path, max_bytes: int) -> Any:
+    text = read_text(path, ScenarioError, max_bytes)
     try:
         return parse_yaml(text)
     except yaml.YAMLError as exc:

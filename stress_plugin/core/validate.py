@@ -19,7 +19,7 @@ import yaml
 
 from stress_hookspecs import Book
 from stress_plugin.core.book import BookArrays, book_from_mapping
-from stress_plugin.core.checks import parse_yaml, read_text, yaml_problem
+from stress_plugin.core.checks import MAX_FILE_BYTES_DEFAULT, parse_yaml, read_text, yaml_problem
 from stress_plugin.core.errors import NO_VALUE, BookError, ScenarioError, StressError
 from stress_plugin.core.scenario import StressScenario
 
@@ -38,12 +38,12 @@ class Validation:
     problems: list[StressError] = field(default_factory=list)
 
 
-def validate_file(path: Path) -> Validation:
+def validate_file(path: Path, max_bytes: int = MAX_FILE_BYTES_DEFAULT) -> Validation:
     """Read ``path`` (JSON by its ``.json`` suffix, else YAML) and check all of it."""
     source = str(path)
     is_json = path.suffix.lower() == ".json"
     try:  # the loaders' own bounded reading: size, UTF-8, nesting, aliases
-        text = read_text(path, StressError)
+        text = read_text(path, StressError, max_bytes)
         data = json.loads(text) if is_json else parse_yaml(text)
     except StressError as exc:
         return Validation(path, "file", problems=[exc])

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Annotated, Any, Literal
 
@@ -612,3 +612,14 @@ def echo(value: Any) -> Any:
     if isinstance(value, str) and len(value) <= ECHO_CHARS:
         return value
     return shown_value(value)
+
+
+def serve(app: FastAPI, host: str, port: int, trusted_proxies: Sequence[str]) -> None:
+    """Serve ``app`` with uvicorn until stopped: one worker (one scheduler per process)."""
+    import uvicorn
+
+    # forwarded headers only from STRESS_TRUSTED_PROXIES: uvicorn's own default trusts
+    # 127.0.0.1, so any local process could set the client address the audit trail records
+    uvicorn.run(app, host=host, port=port, log_config=None, workers=1,
+                proxy_headers=bool(trusted_proxies),
+                forwarded_allow_ips=",".join(trusted_proxies) or "", server_header=False)
