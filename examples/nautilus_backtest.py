@@ -121,8 +121,8 @@ class RecordingSink:
         self.reports: list[StressResult] = []
 
     @hookimpl
-    def stress_alert(self, report: StressResult, delivery: Delivery) -> None:
-        self.reports.append(report)
+    def stress_alert(self, result: StressResult, delivery: Delivery) -> None:
+        self.reports.append(result)
 
 
 @dataclass

@@ -9,7 +9,8 @@ from __future__ import annotations
 from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
+"""The runtime's version, read by ``pyproject.toml`` (the one place it is written)."""
 
 _EXPORTS = {
     "StressScenario": "stress_plugin.core.scenario",

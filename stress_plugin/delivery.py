@@ -230,7 +230,7 @@ class Deliverer:
         box: dict[str, Any] = {}
 
         def call() -> None:
-            kwargs = {"report": report, "delivery": delivery}
+            kwargs = {"result": report, "delivery": delivery}
             try:
                 box["answer"] = self.plugins.invoke(impl, "stress_alert", kwargs)
             except BaseException as exc:  # reported below, in the caller's thread

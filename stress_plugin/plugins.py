@@ -22,21 +22,21 @@ from typing import Any, Protocol
 import pluggy
 
 import stress_hookspecs
-from stress_hookspecs import PROJECT_NAME, Breach, Limits, RiskEvent, StressResult
+from stress_hookspecs import PROJECT_NAME, Breach, RiskEvent, StressResult
 from stress_plugin.core.errors import NO_VALUE, PluginError, RunFailure
 
 log = logging.getLogger("stress_runner.plugins")
 
-HOOK_NAMES = (
-    "stress_scenarios",
-    "stress_book",
-    "stress_limits",
-    "stress_evaluate",
-    "stress_bus_publish",
-    "stress_alert",
-    "stress_trading_state",
-    "stress_clock",
-)
+def hook_names(pm: pluggy.PluginManager) -> list[str]:
+    """The hooks of the contract, as the manager read them from ``stress_hookspecs``."""
+    return sorted(name for name, caller in vars(pm.hook).items()
+                  if isinstance(caller, pluggy.HookCaller) and caller.spec is not None)
+
+
+def first_answer(pm: pluggy.PluginManager, hook: str) -> bool:
+    """Whether ``hook`` takes the first non-None answer: the spec's ``firstresult`` decides."""
+    spec = getattr(pm.hook, hook).spec
+    return bool(spec is not None and spec.opts.get("firstresult"))
 
 
 TRADING_STATES = ("ACTIVE", "REDUCING", "HALTED")
@@ -120,7 +120,7 @@ def check(pm: pluggy.PluginManager) -> None:
     except pluggy.PluginValidationError as exc:
         name = pm.get_name(exc.plugin) or repr(exc.plugin)
         raise PluginError(f"plugin {name}", None, NO_VALUE, str(exc)) from None
-    for name in HOOK_NAMES:
+    for name in hook_names(pm):
         for impl in getattr(pm.hook, name).get_hookimpls():
             if impl.hookwrapper or impl.wrapper:
                 raise PluginError(f"plugin {impl.plugin_name}", name, NO_VALUE,
@@ -146,8 +146,13 @@ class Plugins:
         return cls(pm, trace=trace, distributions=dists)
 
     def register(self, plugin: object, name: str | None = None) -> None:
-        """Add a plugin object by hand (a host embedding the runner, or a test)."""
-        registered = self.pm.register(plugin, name=name)
+        """Add a plugin object by hand (a host embedding the runner, or a test); one that does
+        not fit the contract (an argument its spec does not have) is a ``PluginError``."""
+        try:
+            registered = self.pm.register(plugin, name=name)
+        except pluggy.PluginValidationError as exc:
+            raise PluginError(f"plugin {name or repr(exc.plugin)}", None, NO_VALUE,
+                              " ".join(str(exc).split())) from None
         try:
             check(self.pm)
         except PluginError:
@@ -191,7 +196,7 @@ class Plugins:
                               "block the built-in riskagent_v2 only when another evaluator is "
                               f"installed (blocked: {blocked})")
 
-    def evaluate(self, result: StressResult, limits: Limits) -> list[Breach]:
+    def evaluate(self, result: StressResult) -> list[Breach]:
         """The merged breaches of every evaluator, identical ones once; any evaluator that
         raises or answers something else fails the run."""
         impls = self._impls("stress_evaluate")
@@ -199,7 +204,7 @@ class Plugins:
             raise RunFailure("no_evaluator", "plugins", "stress_evaluate", NO_VALUE,
                              "no implementation is loaded")
         breaches: dict[Breach, None] = {}
-        kwargs = {"result": result, "limits": limits}
+        kwargs = {"result": result}
         for impl in impls:
             answer = self._call_strict(impl, "stress_evaluate", kwargs, "evaluator_failed")
             if answer is None:
@@ -320,8 +325,11 @@ class Plugins:
         return results
 
     def _answering(self, hook: str) -> list[pluggy.HookImpl]:
-        """A first-answer hook's implementations; ``trylast`` ones are defaults, asked only when
-        no other plugin implements the hook (a real host never falls through to a demo)."""
+        """A first-answer hook's implementations (``firstresult`` in its spec); ``trylast``
+        ones are defaults, asked only when no other plugin implements the hook (a real host
+        never falls through to a demo)."""
+        if not first_answer(self.pm, hook):
+            raise TypeError(f"{hook} is not a first-answer hook (no firstresult in its spec)")
         impls = self._impls(hook)
         real = [impl for impl in impls if not impl.trylast]
         return real or impls

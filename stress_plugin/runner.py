@@ -24,7 +24,7 @@ import numpy as np
 
 from stress_hookspecs import Book, Limits, Metrics, RiskEvent, StressResult
 from stress_hookspecs.types import SymbolMetrics
-from stress_plugin.core import engine
+from stress_plugin.core import DEFAULT_SCENARIO, engine
 from stress_plugin.core.book import BookArrays, book_from_mapping, read_book
 from stress_plugin.core.errors import (
     NO_VALUE,
@@ -45,7 +45,6 @@ from stress_plugin.store import Store
 
 log = logging.getLogger("stress_runner")
 
-DEFAULT_SCENARIO = "flash_crash_lite"
 _CONFIRM_POLL_S = 0.05
 """Sleep between two reads of the host's trading state while confirming a switch."""
 RESET_WINDOW_S = 15 * 60
@@ -297,7 +296,7 @@ class StressRunner:
                            limits=limits, limit_sources=limit_sources)
             result, paths = self._stress(stub, arrays, chosen, limits)
             _let_others_run()
-            breaches = self.plugins.evaluate(result, limits)
+            breaches = self.plugins.evaluate(result)
         except RunFailure as exc:
             result = replace(stub, error=str(exc), failure=exc.reason)
         else:

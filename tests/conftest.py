@@ -3,17 +3,15 @@ built from the built-in plugins and the flash_crash pack only, plus what a test 
 
 from __future__ import annotations
 
-import asyncio
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
-import httpx
 import pytest
 import yaml
 
 import stress_pack_flash_crash
+from helpers import Api, book, position
 from stress_plugin.default_plugins import default_plugins
 from stress_plugin.default_plugins.embedded_host import EmbeddedHost
 from stress_plugin.plugins import Plugins, build_manager
@@ -21,8 +19,6 @@ from stress_plugin.runner import StressRunner
 from stress_plugin.service.service import StressService
 from stress_plugin.settings import load_settings
 from stress_plugin.store import Store
-
-ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(autouse=True)
@@ -67,54 +63,6 @@ def make_runner(make_plugins: Callable[..., Plugins]) -> Callable[..., StressRun
         return StressRunner(plugins=make_plugins(*extra, **named), settings=load_settings())
 
     return make
-
-
-def position(symbol: str = "MES", quantity: float = 5, price: float = 6000.0,
-             spread: float = 0.25, multiplier: float = 5, **extra: float) -> dict:
-    return {"symbol": symbol, "quantity": quantity, "price": price, "spread": spread,
-            "multiplier": multiplier, **extra}
-
-
-def book(*positions: dict, equity: float = 100_000, var: float | None = None) -> dict:
-    data: dict = {"equity": equity, "positions": list(positions)}
-    if var is not None:
-        data["var"] = var
-    return data
-
-
-def require(binary: str, package: str) -> str:
-    """The binary's path. Missing: a failure under CI (``.ci/run`` installs it, so a skip
-    there would hide a red), a skip on a developer's machine."""
-    import shutil
-
-    found = shutil.which(binary)
-    if found is None:
-        message = f"{binary} is not installed (Debian: apt-get install -y {package})"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
-    return found
-
-
-class Api:
-    """A synchronous face over httpx's ASGI transport; ``client`` is the caller's address."""
-
-    def __init__(self, service: StressService, client: str = "127.0.0.1",
-                 headers: dict[str, str] | None = None) -> None:
-        from stress_plugin.service.api import create_app
-
-        self.app = create_app(service, background=False)
-        self.client = client
-        self.headers = headers or {}
-
-    def __call__(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
-        return asyncio.run(self.request(method, url, **kwargs))
-
-    async def request(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
-        transport = httpx.ASGITransport(app=self.app, client=(self.client, 40000))
-        async with httpx.AsyncClient(transport=transport, base_url="http://localhost") as client:
-            headers = {**self.headers, **kwargs.pop("headers", {})}
-            return await client.request(method, url, headers=headers, **kwargs)
 
 
 @pytest.fixture

@@ -9,10 +9,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import Api, book, position
+from helpers import TOKEN, Api, book, position
 from stress_hookspecs import hookimpl
-
-TOKEN = "s3cret-api-token-value"
 
 
 def test_status_reports_real_state(api: Api):
@@ -189,7 +187,7 @@ def test_metrics_expose_every_documented_series(api: Api):
 def test_plugin_errors_are_counted_in_metrics(make_service, book_file):
     class Broken:
         @hookimpl
-        def stress_alert(self, report):
+        def stress_alert(self, result):
             raise RuntimeError("down")
 
     api = Api(make_service(Broken(), book_path=book_file))

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import yaml
 
-from conftest import book, position
+from helpers import book, position
 from stress_hookspecs import Book, Position
 from stress_plugin import load_book
 from stress_plugin.core.book import BookArrays

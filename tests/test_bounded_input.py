@@ -11,12 +11,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import book, position
+from helpers import book, cli, position
 from stress_plugin.core.checks import parse_yaml
 from stress_plugin.runner import StressRunner
 from stress_plugin.settings import load_settings
 from stress_plugin.store import Store
-from test_cli import cli
 
 
 def alias_bomb() -> str:

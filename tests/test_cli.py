@@ -7,25 +7,12 @@ import os
 import re
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 import yaml
 
-from conftest import book, position
+from helpers import book, cli, position
 from stress_plugin.store import Store
-
-STRESS_RUNNER = str(Path(sys.executable).with_name("stress-runner"))
-
-
-def cli(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None
-        ) -> subprocess.CompletedProcess[str]:
-    full_env = {k: v for k, v in os.environ.items() if not k.startswith(("PD_", "STRESS_"))}
-    # never the user's own store: a test's migrations must not reach ~/.local/state
-    full_env["STRESS_DB"] = str(Path(tempfile.mkdtemp(prefix="stress-cli-")) / "stress.db")
-    full_env.update(env or {})
-    return subprocess.run([STRESS_RUNNER, *args], capture_output=True, text=True, env=full_env,
-                          cwd=cwd, timeout=120)
 
 
 def test_run_on_the_demo_book_prints_the_table(tmp_path):
@@ -128,7 +115,7 @@ def test_plugin_tracing_on_demand(tmp_path):
     out = cli("run", env={"STRESS_TRACE_PLUGINS": "1", "STRESS_DB": str(tmp_path / "s.db")})
     assert out.returncode == 0, out.stderr
     assert "plugin call: embedded_host.stress_book()" in out.stderr
-    assert "plugin call: riskagent_v2.stress_evaluate(result, limits) -> []" in out.stderr
+    assert "plugin call: riskagent_v2.stress_evaluate(result) -> []" in out.stderr
     assert "plugin call:" not in cli("run", env={"STRESS_DB": str(tmp_path / "s.db")}).stderr
 
 

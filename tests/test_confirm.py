@@ -11,8 +11,9 @@ from datetime import UTC, datetime
 import pytest
 
 import stress_pack_flash_crash
-from conftest import book, position
+from helpers import book, position
 from stress_hookspecs import Delivery, RiskEvent, StressResult, hookimpl
+from stress_hookspecs.testing import make_failed_result
 from stress_plugin.core.errors import ConfigError
 from stress_plugin.default_plugins import riskagent_v2
 from stress_plugin.plugins import Plugins, build_manager
@@ -54,8 +55,8 @@ class Sink:
         self.reports: list[StressResult] = []
 
     @hookimpl
-    def stress_alert(self, report: StressResult, delivery: Delivery) -> None:
-        self.reports.append(report)
+    def stress_alert(self, result: StressResult, delivery: Delivery) -> None:
+        self.reports.append(result)
 
 
 def plugins_without_host(*extra: object) -> Plugins:
@@ -202,9 +203,7 @@ def test_the_host_clock_timestamps_the_run():
 
 def test_unconfirmed_is_counted():
     metrics = Metrics()
-    base = StressResult(run_id="r", scenario="flash_crash_lite", timestamp="2024-01-15T15:00:05Z",
-                        symbols_tested=0, portfolio=None, symbols={}, headroom=None, limits=None,
-                        error="x", failure="book_unavailable", kill_switch=True)
+    base = make_failed_result(run_id="r", error="x", kill_switch=True)
     metrics.observe_run(base, "manual", 0.0)
     from dataclasses import replace
 
@@ -248,10 +247,8 @@ def test_one_unconfirmed_event_for_many_scenarios_counts_once():
     from dataclasses import replace
 
     metrics = Metrics()
-    base = StressResult(run_id="r", scenario="a", timestamp="2024-01-15T15:00:05Z",
-                        symbols_tested=0, portfolio=None, symbols={}, headroom=None, limits=None,
-                        error="x", failure="book_unavailable", kill_switch=True,
-                        kill_switch_confirmed=False)
+    base = make_failed_result(run_id="r", scenario="a", error="x", kill_switch=True,
+                              kill_switch_confirmed=False)
     metrics.observe_runs([base, replace(base, run_id="s", scenario="b")], "schedule", 0.0)
     text = metrics.render().decode()
     assert "stress_kill_switch_unconfirmed_total 1.0" in text

@@ -21,12 +21,17 @@ from typing import ClassVar
 import httpx
 import pytest
 import yaml
-from test_distributions import pip_install_target
 
-from conftest import ROOT, book, position
-from pagerduty_server import FakePagerDuty
-from test_cli import cli
-from test_serve import free_port, start_serve
+from helpers import (
+    ROOT,
+    FakePagerDuty,
+    book,
+    cli,
+    free_port,
+    pip_install_target,
+    position,
+    start_serve,
+)
 
 KEY = "D3L1V3RYK3Y" + "z" * 21
 BREACHING = book(position(quantity=6, var=3000))
@@ -111,8 +116,8 @@ def test_a_claim_of_a_process_that_died_mid_attempt_is_taken_over(make_runner, t
 
     class Sink:
         @hookimpl
-        def stress_alert(self, report, delivery):
-            calls.append((report.run_id, delivery.attempt))
+        def stress_alert(self, result, delivery):
+            calls.append((result.run_id, delivery.attempt))
 
     store = Store(tmp_path / "s.db")
     runner = make_runner(sink=Sink())
@@ -203,7 +208,7 @@ HANGING = {
         from stress_hookspecs import hookimpl
 
         @hookimpl
-        def stress_alert(report, delivery):
+        def stress_alert(result, delivery):
             threading.Event().wait()  # forever
     """,
 }

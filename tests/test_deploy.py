@@ -18,8 +18,7 @@ import httpx
 import pytest
 import yaml
 
-from conftest import ROOT, book, position, require
-from test_serve import free_port, start_serve
+from helpers import ROOT, book, free_port, position, require, start_serve
 
 DEPLOY = ROOT / "deploy"
 DASHBOARD = DEPLOY / "grafana" / "stress-runner.json"

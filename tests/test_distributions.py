@@ -8,15 +8,12 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
 import pytest
 
-from conftest import ROOT
-from test_cli import cli
+from helpers import ROOT, cli, pip_install_target
 
 THIRD_PARTY = {
     "pyproject.toml": """
@@ -59,25 +56,17 @@ THIRD_PARTY = {
             _log("bus", event.to_dict())
 
         @hookimpl
-        def stress_alert(report):
-            _log("alert", report.to_dict())
+        def stress_alert(result):
+            _log("alert", result.to_dict())
     """,
     "stress_thirdparty_demo/raising.py": """
         from stress_hookspecs import hookimpl
 
         @hookimpl
-        def stress_alert(report):
+        def stress_alert(result):
             raise RuntimeError("demo sink is broken")
     """,
 }
-
-
-def pip_install_target(source: Path, target: Path) -> None:
-    subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
-         "--target", str(target), str(source)],
-        check=True, capture_output=True, text=True, timeout=300,
-    )
 
 
 @pytest.fixture(scope="module")

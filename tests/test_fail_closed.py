@@ -15,12 +15,9 @@ from pathlib import Path
 import httpx
 import pytest
 import yaml
-from test_distributions import pip_install_target
 
-from conftest import book, position
+from helpers import book, cli, free_port, pip_install_target, position, start_serve
 from stress_plugin.store import MIGRATIONS, Store
-from test_cli import cli
-from test_serve import free_port, start_serve
 
 PLUGINS = {
     "broken_host": "stress_failclosed_demo.hosts:broken",
@@ -86,7 +83,7 @@ SOURCES = {
 
         class Raising:
             @hookimpl
-            def stress_evaluate(self, result, limits):
+            def stress_evaluate(self, result):
                 raise ValueError("house rules table is missing")
 
         raising = Raising()
@@ -96,9 +93,9 @@ SOURCES = {
         from stress_hookspecs import hookimpl
 
         @hookimpl
-        def stress_alert(report):
+        def stress_alert(result):
             with open(os.environ["DEMO_LOG"], "a") as f:
-                f.write(json.dumps(report.to_dict()) + "\\n")
+                f.write(json.dumps(result.to_dict()) + "\\n")
     """,
 }
 

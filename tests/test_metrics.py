@@ -8,7 +8,7 @@ from pathlib import Path
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from conftest import book, position
+from helpers import book, position
 from stress_plugin.service.metrics import RUNTIME_BUCKETS, SYMBOL_SERIES
 from stress_plugin.service.service import StressService
 from stress_plugin.settings import load_settings

@@ -11,14 +11,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from test_distributions import pip_install_target
 
 import stress_pack_history
-from conftest import ROOT
+from helpers import ROOT, cli, pip_install_target
 from stress_plugin import StressScenario
 from stress_plugin.plugins import Plugins
 from stress_plugin.runner import StressRunner
-from test_cli import cli
 
 PACK = ROOT / "scenario_packs" / "history"
 EQUITY = 5_000_000.0

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from stress_hookspecs import Breach, Limits, Metrics, StressResult
+from stress_hookspecs import Breach, Metrics, StressResult
+from stress_hookspecs.testing import make_failed_result, make_result
 from stress_plugin.cli import alerts as cli_alerts
 from stress_plugin.core.errors import ConfigError
 from stress_plugin.default_plugins import pagerduty
@@ -23,7 +24,7 @@ from stress_plugin.settings import load_settings
 from stress_plugin.store import MIGRATIONS, Store
 
 try:
-    from pagerduty_server import FakePagerDuty
+    from helpers import FakePagerDuty
 except ImportError:  # tests/ is a package
     from tests.pagerduty_server import FakePagerDuty
 
@@ -88,26 +89,15 @@ def result(run_id: str, symbols: list[str] | None = None, scenario: str = "flash
                  headroom=5.0)
     bad = Metrics(worst_pnl=-4597.954, drawdown_pct=0.046, var_ratio=1.5, delta_change=0.21555,
                   headroom=0.463929)
-    return StressResult(
-        run_id=run_id,
-        scenario=scenario,
-        timestamp="2024-01-15T15:00:05Z",
-        symbols_tested=max(len(symbols), 1),
-        portfolio=bad if symbols else ok,
+    return make_result(
+        run_id=run_id, scenario=scenario, portfolio=bad if symbols else ok,
         symbols={s: bad for s in symbols} or {"MES": ok},
-        headroom=0.463929 if symbols else 5.0,
-        limits=Limits(),
-        breaches=tuple(Breach(s, "max_position_delta", 0.21555, 0.10) for s in symbols),
-        kill_switch=bool(symbols),
-    )
+        breaches=[Breach(s, "max_position_delta", 0.21555, 0.10) for s in symbols])
 
 
 def failed(run_id: str, scenario: str = "flash_crash_lite") -> StressResult:
-    return StressResult(run_id=run_id, scenario=scenario, timestamp="2024-01-15T16:00:05Z",
-                        symbols_tested=0, portfolio=None, symbols={}, headroom=None,
-                        limits=None, error="plugin host (stress_book): raised "
-                        "ConnectionError('broker down')", failure="book_unavailable",
-                        book_source="")
+    return make_failed_result(run_id=run_id, scenario=scenario,
+                              timestamp="2024-01-15T16:00:05Z")
 
 
 # -- payload and episodes ---------------------------------------------------------------------

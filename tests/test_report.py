@@ -14,13 +14,12 @@ import numpy as np
 import pytest
 import yaml
 
-from conftest import Api, book, position, require
+from helpers import Api, book, cli, position, require
 from stress_plugin import report
 from stress_plugin.core import engine
 from stress_plugin.service.service import StressService
 from stress_plugin.settings import load_settings
 from stress_plugin.store import Store
-from test_cli import cli
 
 CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
                   "--no-first-run", "--disable-background-networking",

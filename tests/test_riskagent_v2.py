@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from stress_hookspecs import Breach, Limits, Metrics, StressResult
+from stress_hookspecs.testing import make_result
 from stress_hookspecs.types import SymbolMetrics
 from stress_plugin.default_plugins.riskagent_v2 import stress_evaluate
 
@@ -15,9 +16,8 @@ LIMITS = Limits(max_drawdown_pct=0.05, max_var_multiplier=2.0, max_position_delt
 
 
 def result(symbols) -> StressResult:
-    portfolio = Metrics(-1.0, 0.06, None, None, 1.0)
-    return StressResult(run_id="r", scenario="s", timestamp="t", symbols_tested=len(symbols),
-                        portfolio=portfolio, symbols=symbols, headroom=1.0, limits=LIMITS)
+    return make_result(symbols=symbols, portfolio=Metrics(-1.0, 0.06, None, None, 1.0),
+                       limits=LIMITS)
 
 
 def columns(rng: np.random.Generator, n: int) -> tuple:
@@ -40,12 +40,12 @@ def as_dict(cols: tuple) -> dict[str, Metrics]:
 @pytest.mark.parametrize("seed", range(5))
 def test_columns_give_the_loops_breaches_in_the_loops_order(seed):
     cols = columns(np.random.default_rng(seed), 300)
-    expected = stress_evaluate(result(as_dict(cols)), LIMITS)
+    expected = stress_evaluate(result(as_dict(cols)))
     assert expected  # the data does breach
-    from_arrays = stress_evaluate(result(SymbolMetrics(*cols)), LIMITS)
+    from_arrays = stress_evaluate(result(SymbolMetrics(*cols)))
     lists = [c.tolist() for c in cols]
     lists[3] = [None if math.isnan(v) else v for v in lists[3]]
-    from_lists = stress_evaluate(result(SymbolMetrics(*lists)), LIMITS)
+    from_lists = stress_evaluate(result(SymbolMetrics(*lists)))
     assert from_arrays == expected and from_lists == expected
     for breach in from_arrays:
         assert type(breach.symbol) is str and type(breach.value) is float
@@ -55,6 +55,6 @@ def test_columns_give_the_loops_breaches_in_the_loops_order(seed):
 def test_a_tie_is_not_a_breach_and_no_var_never_breaches():
     cols = (["TIE", "OVER", "NOVAR"], [0.0] * 3, [0.05, 0.05000000001, 0.0],
             [2.0, float("nan"), None], [0.1, 0.0, 0.0], [1.0] * 3)
-    breaches = stress_evaluate(result(SymbolMetrics(*cols)), LIMITS)
+    breaches = stress_evaluate(result(SymbolMetrics(*cols)))
     assert breaches == [Breach("OVER", "max_drawdown_pct", 0.05000000001, 0.05),
                         Breach("PORTFOLIO", "max_drawdown_pct", 0.06, 0.05)]

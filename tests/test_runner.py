@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from conftest import book, position
+from helpers import book, position
 from stress_hookspecs import Breach, Limits, RiskEvent, StressResult, hookimpl
 from stress_plugin.core.errors import BookError, PluginError, ScenarioError
 
@@ -28,8 +28,8 @@ class Recorder:
         self.calls.append(("bus", event))
 
     @hookimpl
-    def stress_alert(self, report: StressResult) -> None:
-        self.calls.append(("alert", report))
+    def stress_alert(self, result: StressResult) -> None:
+        self.calls.append(("alert", result))
 
 
 def test_worked_example_result_shape(make_runner):
@@ -88,7 +88,7 @@ class Raising:
         raise RuntimeError("bus down")
 
     @hookimpl
-    def stress_alert(self, report):
+    def stress_alert(self, result):
         raise RuntimeError("sink down")
 
 
@@ -111,7 +111,7 @@ def test_a_hung_sink_is_abandoned_after_its_timeout(make_runner):
 
     class Hung:
         @hookimpl
-        def stress_alert(self, report):
+        def stress_alert(self, result):
             release.wait(10)
 
     calls: list = []
@@ -264,7 +264,7 @@ def test_hook_wrappers_and_misspelled_hooks_fail_at_registration(make_runner):
 
     class Wrapper:
         @hookimpl(wrapper=True)
-        def stress_alert(self, report):
+        def stress_alert(self, result):
             return (yield)
 
     with pytest.raises(PluginError, match="wrappers are not supported"):

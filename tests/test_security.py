@@ -12,11 +12,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import Api, book, position
+from helpers import TOKEN, Api, book, position
 from stress_plugin.cli.main import OpsFormatter
 from stress_plugin.service.api import create_app
 from stress_plugin.service.security import new_token, parse_operators
-from test_api import TOKEN
 
 ALICE, BOB, CAROL, VIC = ("alice-token-" + "a" * 20, "bob-token-" + "b" * 20,
                           "carol-token-" + "c" * 20, "vic-token-" + "v" * 20)

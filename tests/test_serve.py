@@ -3,11 +3,7 @@ and the service's scheduler firing a real run."""
 
 from __future__ import annotations
 
-import os
 import signal
-import socket
-import subprocess
-import threading
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -16,58 +12,10 @@ import httpx
 import pytest
 import yaml
 
-from conftest import book, position
+from helpers import book, free_port, position, start_serve
 from stress_plugin.service.service import StressService
 from stress_plugin.settings import load_settings
 from stress_plugin.store import Store
-from test_cli import STRESS_RUNNER
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class ServeProcess(subprocess.Popen[str]):
-    """A ``serve`` whose output a thread reads all along, so a long test never fills the pipe
-    and blocks the server on its next log line; ``communicate()`` gives everything read."""
-
-    def __init__(self, *args: object, **kwargs: object) -> None:
-        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
-        self.lines: list[str] = []
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        assert self.stdout is not None
-        for line in self.stdout:
-            self.lines.append(line)
-
-    def communicate(self, input: str | None = None, timeout: float | None = None
-                    ) -> tuple[str, None]:
-        self.wait(timeout)
-        self._reader.join(5)
-        return "".join(self.lines), None
-
-
-def start_serve(port: int, env: dict[str, str], book_path: Path) -> ServeProcess:
-    full_env = {k: v for k, v in os.environ.items() if not k.startswith(("PD_", "STRESS_"))}
-    full_env.update(env)
-    proc = ServeProcess([STRESS_RUNNER, "serve", "--port", str(port), "--book",
-                         str(book_path)], env=full_env, stdout=subprocess.PIPE,
-                        stderr=subprocess.STDOUT, text=True)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
-                return proc
-        except httpx.TransportError:
-            time.sleep(0.1)
-        if proc.poll() is not None:
-            break
-    proc.kill()
-    raise AssertionError(f"serve did not start: {proc.communicate()[0]}")
 
 
 def test_serve_survives_kill_minus_nine(tmp_path: Path):
@@ -135,7 +83,7 @@ def test_a_scheduled_run_fires_on_a_one_minute_interval(make_plugins, tmp_path: 
 def test_serve_refuses_a_bad_book_at_start(tmp_path: Path):
     bad = tmp_path / "bad.yaml"
     bad.write_text(yaml.safe_dump(book(position(spread=-1))))
-    from test_cli import cli
+    from helpers import cli
 
     out = cli("serve", "--port", str(free_port()), "--book", str(bad),
               env={"STRESS_DB": str(tmp_path / "s.db")})
@@ -144,7 +92,7 @@ def test_serve_refuses_a_bad_book_at_start(tmp_path: Path):
 
 @pytest.mark.parametrize("count", [3])
 def test_schedule_command_prints_iso_utc_times(count, tmp_path: Path):
-    from test_cli import cli
+    from helpers import cli
 
     out = cli("schedule", "--from", "2026-11-25T23:00:00Z", "--count", str(count),
               env={"STRESS_DB": str(tmp_path / "s.db")})
@@ -155,7 +103,7 @@ def test_schedule_command_prints_iso_utc_times(count, tmp_path: Path):
 
 
 def test_pending_pages_are_retried_in_the_background(make_plugins, monkeypatch, tmp_path):
-    from pagerduty_server import FakePagerDuty
+    from helpers import FakePagerDuty
     from stress_plugin.default_plugins import pagerduty
 
     breaching = tmp_path / "breach.yaml"
@@ -192,7 +140,7 @@ def test_pending_pages_are_retried_in_the_background(make_plugins, monkeypatch, 
 
 
 def test_schedule_command_honours_an_explicit_environment_over_stored_config(tmp_path: Path):
-    from test_cli import cli
+    from helpers import cli
 
     db = str(tmp_path / "s.db")
     Store(db).save_config({"enabled": True, "interval_minutes": 30}, actor="test",

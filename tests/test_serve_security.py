@@ -16,9 +16,7 @@ import httpx
 import pytest
 import yaml
 
-from conftest import book, position, require
-from test_cli import STRESS_RUNNER
-from test_serve import free_port
+from helpers import STRESS_RUNNER, book, free_port, position, require
 
 TOKEN = "serve-admin-token-0123456789"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}

@@ -34,14 +34,14 @@ def test_saved_run_reads_back_as_to_dict_with_every_price(make_runner, tmp_path,
 
 
 def test_a_hand_built_result_round_trips_in_to_dict_order(tmp_path):
-    from stress_hookspecs import Breach, Limits, Metrics, StressResult
+    from stress_hookspecs import Breach, Metrics
+    from stress_hookspecs.testing import make_result
 
-    result = StressResult(
-        run_id="r1", scenario="s", timestamp="2026-11-25T15:00:05Z", symbols_tested=2,
+    result = make_result(
+        scenario="s", timestamp="2026-11-25T15:00:05Z",
         portfolio=Metrics(-10.0, 0.1, None, None, 2.0),
         symbols={"A": Metrics(-4.0, 0.04, None, 0.0, 3.0), "B": Metrics(-6.0, 0.06, 3.0, 0.2, 0.5)},
-        headroom=0.5, limits=Limits(), breaches=(Breach("B", "max_position_delta", 0.2, 0.1),),
-        kill_switch=True)
+        breaches=(Breach("B", "max_position_delta", 0.2, 0.1),))
     store = Store(tmp_path / "s.db")
     saved = store.save_run(result, trigger="cli", prices=[101.0, 202.0])
     assert saved == replace(result, episode="r1")  # the first breach opens an episode

@@ -7,7 +7,7 @@ from dataclasses import replace
 
 import numpy as np
 
-from conftest import book, position
+from helpers import book, position
 from stress_hookspecs import Metrics
 from stress_hookspecs.types import SymbolMetrics
 

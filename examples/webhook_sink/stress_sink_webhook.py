@@ -42,15 +42,15 @@ def message(report: StressResult, delivery: Delivery) -> str:
 
 
 @hookimpl
-def stress_alert(report: StressResult, delivery: Delivery) -> str | None:
+def stress_alert(result: StressResult, delivery: Delivery) -> str | None:
     """Post breaches and failed runs; a passing run or a missing URL returns at once."""
     url = os.environ.get("STRESS_WEBHOOK_URL", "").strip()
-    if report.status == "passed":
+    if result.status == "passed":
         return None
     if not url:
         return "disabled"
     try:
-        response = httpx.post(url, json={"text": message(report, delivery)}, timeout=TIMEOUT_S)
+        response = httpx.post(url, json={"text": message(result, delivery)}, timeout=TIMEOUT_S)
     except httpx.HTTPError as exc:
         raise WebhookError(f"webhook post failed: {type(exc).__name__}") from None
     if response.status_code >= 300:

@@ -23,21 +23,28 @@ from typing import Any
 import pluggy
 
 from stress_hookspecs.types import (
+    LIMIT_NAMES,
     Book,
     Breach,
     Delivery,
     DeliveryDeferred,
     DeliveryRejected,
+    EventType,
     KillMode,
+    LimitName,
     Limits,
     Metrics,
     Position,
     RiskEvent,
     RunStatus,
+    RunTrigger,
     StressResult,
     SymbolMetrics,
     TradingState,
 )
+
+__version__ = "0.2.0"
+"""The contract's version; see CHANGELOG.md. A dependent pins ``>=0.2,<0.3``."""
 
 PROJECT_NAME = "stress_plugin"
 """The pluggy project name and the entry-point group."""
@@ -46,21 +53,26 @@ hookspec = pluggy.HookspecMarker(PROJECT_NAME)
 hookimpl = pluggy.HookimplMarker(PROJECT_NAME)
 
 __all__ = [
+    "LIMIT_NAMES",
     "PROJECT_NAME",
     "Book",
     "Breach",
     "Delivery",
     "DeliveryDeferred",
     "DeliveryRejected",
+    "EventType",
     "KillMode",
+    "LimitName",
     "Limits",
     "Metrics",
     "Position",
     "RiskEvent",
     "RunStatus",
+    "RunTrigger",
     "StressResult",
     "SymbolMetrics",
     "TradingState",
+    "__version__",
     "hookimpl",
     "hookspec",
     "stress_alert",
@@ -81,6 +93,8 @@ def stress_scenarios() -> list[Any]:
     Called once when the runner looks up scenarios by name. Return a list whose items are each a
     path (``str`` or ``pathlib.Path``) to a scenario YAML file, or a mapping with the YAML's
     fields. All plugins' answers are collected; two scenarios with one name are an error.
+
+    .. versionadded:: 0.1
     """
 
 
@@ -94,6 +108,8 @@ def stress_book() -> Book | dict[str, Any] | None:
     the run (the next implementation is not asked). The embedded host's demo book is a
     ``trylast`` default, asked only when no other plugin implements this hook. Return a
     snapshot: the runner never mutates it.
+
+    .. versionadded:: 0.1
     """
 
 
@@ -106,18 +122,24 @@ def stress_limits() -> Limits | dict[str, float] | None:
     live limits set through the API win over this answer, which wins over the scenario's
     thresholds, then the defaults. Stops at the first non-None result; raising or an invalid
     answer fails the run.
+
+    .. versionadded:: 0.1
     """
 
 
 @hookspec
-def stress_evaluate(result: StressResult, limits: Limits) -> list[Breach] | None:
+def stress_evaluate(result: StressResult) -> list[Breach] | None:
     """The breaches of one run.
 
-    Called after the engine, with the run's ``result`` (metrics filled in, no breaches yet) and
-    the ``limits`` in force. Return a list of ``Breach`` (empty when within limits) or None. The
-    breaches of all evaluators are merged; identical ones count once. Raising or answering
-    anything else fails the run: an evaluator that cannot judge never lets a run pass. At least
-    one implementation must be loaded.
+    Called after the engine, with the run's ``result``: metrics filled in, ``result.limits``
+    the limits in force, no breaches yet. Return a list of ``Breach`` (empty when within
+    limits) or None. The breaches of all evaluators are merged; identical ones count once.
+    Raising or answering anything else fails the run: an evaluator that cannot judge never lets
+    a run pass. At least one implementation must be loaded.
+
+    .. versionadded:: 0.1
+    .. versionchanged:: 0.2
+       The ``limits`` argument is gone: they are ``result.limits``.
     """
 
 
@@ -132,6 +154,8 @@ def stress_bus_publish(event: RiskEvent) -> None:
     (stop all new orders) or ``reduce`` (accept only orders that reduce a position). Every
     implementation is called; raise to report a failed delivery. The runtime then reads the
     state back through ``stress_trading_state``.
+
+    .. versionadded:: 0.1
     """
 
 
@@ -146,6 +170,8 @@ def stress_trading_state() -> TradingState | str | None:
     copy of the last event. Stops at the first non-None result. With no implementation the
     run's ``kill_switch_confirmed`` is None; an exception or an unknown answer counts as not
     confirmed. The embedded host's latch is a ``trylast`` default.
+
+    .. versionadded:: 0.1
     """
 
 
@@ -157,19 +183,21 @@ def stress_clock() -> Any:
     id and the risk event. Return a timezone-aware ``datetime`` or an ``int`` of UNIX
     nanoseconds, or None to use the wall clock. Stops at the first non-None result; an
     exception or any other answer is logged and the wall clock is used.
+
+    .. versionadded:: 0.1
     """
 
 
 @hookspec
-def stress_alert(report: StressResult, delivery: Delivery) -> str | None:
+def stress_alert(result: StressResult, delivery: Delivery) -> str | None:
     """Deliver a run's report to people (PagerDuty, chat, mail).
 
     Called for every run, never on the run's path: the runtime writes one pending delivery per
     sink in the same transaction as the run, and a delivery worker calls each sink on its own,
-    in order per scenario, after any KILL_SWITCH has gone out. ``report.status`` is
-    ``breached`` (announce it), ``failed`` (the check could not run: ``report.error`` says why;
+    in order per scenario, after any KILL_SWITCH has gone out. ``result.status`` is
+    ``breached`` (announce it), ``failed`` (the check could not run: ``result.error`` says why;
     announce that too) or ``passed`` (a sink that keeps incidents may resolve the ones in
-    ``report.resolves``; most sinks simply return). ``delivery`` has the id (the same on every
+    ``result.resolves``; most sinks simply return). ``delivery`` has the id (the same on every
     retry: de-duplicate by it), the attempt number and the first attempt's time.
 
     Retries belong to the runtime: raise ``DeliveryDeferred`` to be tried again later
@@ -178,4 +206,8 @@ def stress_alert(report: StressResult, delivery: Delivery) -> str | None:
     that takes longer than the sink timeout is abandoned and retried. Delivery is at least
     once. Return None, or one word for the ``stress_alerts_total`` outcome label (e.g.
     ``disabled``).
+
+    .. versionadded:: 0.1
+    .. versionchanged:: 0.2
+       The first argument is named ``result``, as in ``stress_evaluate`` (it was ``report``).
     """

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 RunStatus = Literal["passed", "breached", "failed"]
 """How a run ended: within limits, over a limit, or not checked at all (never a pass)."""
@@ -14,6 +14,21 @@ TradingState = Literal["ACTIVE", "REDUCING", "HALTED"]
 
 KillMode = Literal["halt", "reduce"]
 """What a KILL_SWITCH asks for: ``halt`` (HALTED) or ``reduce`` (REDUCING)."""
+
+EventType = Literal["KILL_SWITCH", "RESET"]
+"""A risk event: halt trading (``KILL_SWITCH``) or let it resume (``RESET``).
+
+.. versionadded:: 0.2"""
+
+LimitName = Literal["max_drawdown_pct", "max_var_multiplier", "max_position_delta"]
+"""The three limits, named as the fields of ``Limits``.
+
+.. versionadded:: 0.2"""
+
+RunTrigger = Literal["schedule", "manual", "cli"]
+"""What started a run: the service's scheduler, an API call, or ``stress-runner run``.
+
+.. versionadded:: 0.2"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,10 +84,14 @@ class Limits:
     max_position_delta: float = 0.10
     """Largest change of a position's delta per contract (0.10 = 10%)."""
 
-    def to_dict(self) -> dict[str, Any]:
-        return {"max_drawdown_pct": self.max_drawdown_pct,
-                "max_var_multiplier": self.max_var_multiplier,
-                "max_position_delta": self.max_position_delta}
+    def to_dict(self) -> dict[str, float]:
+        return {name: getattr(self, name) for name in LIMIT_NAMES}
+
+
+LIMIT_NAMES: tuple[LimitName, ...] = get_args(LimitName)
+"""The limit names, in ``Limits``' field order (a test holds the two together).
+
+.. versionadded:: 0.2"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,8 +99,7 @@ class Breach:
     """One limit exceeded by one symbol, or by the whole book (symbol ``PORTFOLIO``)."""
 
     symbol: str
-    limit: str
-    """``max_drawdown_pct``, ``max_var_multiplier`` or ``max_position_delta``."""
+    limit: LimitName
     value: float
     threshold: float
 
@@ -336,7 +354,7 @@ class RiskEvent:
     """An event for the host's risk bus: ``KILL_SWITCH`` on a breach (or, with
     ``STRESS_ON_FAILURE=halt``, a failed run); ``RESET`` when an operator clears the halt."""
 
-    type: Literal["KILL_SWITCH", "RESET"]
+    type: EventType
     scenario: str
     """The scenario; several, comma-separated, when one event covers the runs of many
     scenarios on one book snapshot (``run --all``, the scheduled scenarios)."""

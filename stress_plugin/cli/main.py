@@ -16,7 +16,6 @@ from typing import Any
 from stress_plugin.core.errors import StressError, log_safe
 
 EXIT_OK, EXIT_BREACH, EXIT_INPUT = 0, 1, 2
-DEFAULT_SCENARIO = "flash_crash_lite"  # runner.DEFAULT_SCENARIO, without importing numpy here
 DISTRIBUTIONS = ("stress-plugin", "stress-hookspecs", "stress-pack-flash-crash",
                  "stress-pack-history")
 """This repository's distributions, as ``--version`` reports them (the historical pack is
@@ -189,7 +188,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from stress_plugin.runner import StressRunner
+    from stress_plugin.runner import DEFAULT_SCENARIO, StressRunner
     from stress_plugin.settings import load_settings
     from stress_plugin.store import Store
 
@@ -253,15 +252,16 @@ def _status(args: argparse.Namespace) -> int:
 
     from stress_plugin.core.errors import RunFailure
     from stress_plugin.runner import StressRunner
+    from stress_plugin.service.config import effective_config
     from stress_plugin.service.scheduler import fire_times
-    from stress_plugin.service.service import effective_config, iso_utc
+    from stress_plugin.service.service import iso_utc
     from stress_plugin.settings import load_settings
     from stress_plugin.store import Store
 
     settings = load_settings()
     store = Store(settings.db_path)
     runner = StressRunner(settings=settings, store=store)
-    config = effective_config(settings, store)
+    config = effective_config(settings, store.current_config())
     scenario = runner.scenario(config["scenarios"][0])
     try:
         limits, sources = runner.limits(scenario)
@@ -275,18 +275,16 @@ def _status(args: argparse.Namespace) -> int:
                               offset_seconds=config["offset_seconds"],
                               market_hours_only=config["market_hours_only"])
         next_run = iso_utc(moment)
-    status = {"halted": runner.halt() is not None, "halt": runner.halt(),
-              "last_run": store.last_run_summary(), "next_run": next_run,
-              "scenario": scenario.name, "limits": in_force}
+    halt, last = runner.halt(), store.last_run_summary()
     if args.json:
-        print(json.dumps(status, indent=2))
+        print(json.dumps({"halted": halt is not None, "halt": halt, "last_run": last,
+                          "next_run": next_run, "scenario": scenario.name, "limits": in_force},
+                         indent=2))
         return EXIT_OK
-    halt = status["halt"]
     print(halted_line(halt) if halt else "Trading is not halted.")
     if halt:
         print(f"  reason: {halt['reason']}")
         print(f"  symbols: {', '.join(halt['symbols']) or '-'}")
-    last = status["last_run"]
     print("Last run: " + ("none" if last is None else
                           f"{last['run_id']} at {last['timestamp']} ({last['scenario']}, "
                           f"{last['status']}, {last['trigger']})"))
@@ -513,13 +511,14 @@ def _schedule(args: argparse.Namespace) -> int:
     from datetime import UTC, datetime
 
     from stress_plugin.core.errors import ConfigError
+    from stress_plugin.service.config import effective_config
     from stress_plugin.service.scheduler import fire_times
-    from stress_plugin.service.service import effective_config, iso_utc
+    from stress_plugin.service.service import iso_utc
     from stress_plugin.settings import load_settings
     from stress_plugin.store import Store
 
     settings = load_settings()
-    config = effective_config(settings, Store(settings.db_path))
+    config = effective_config(settings, Store(settings.db_path).current_config())
     if args.count < 1:
         raise ConfigError("arguments", "--count", args.count, "must be >= 1")
     try:

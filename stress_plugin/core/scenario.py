@@ -228,12 +228,12 @@ class SymbolMap:
         if last is not None and last[0] == names:  # the same book again: no look-ups at all
             return last[1].copy()
         memo = self._memo
-        values = list(map(memo.get, names))  # one hash per symbol
+        values: list[float | None] = list(map(memo.get, names))  # one hash per symbol
         if None in values:  # symbols not seen before: resolve each once
             if len(memo) + values.count(None) > self._MEMO_LIMIT:
                 memo.clear()
-            for i, value in enumerate(values):
-                if value is None:
+            for i, known in enumerate(values):
+                if known is None:
                     values[i] = memo[names[i]] = self.value(names[i])
         out = np.array(values, dtype=np.float64)
         self._last = (names, out.copy())

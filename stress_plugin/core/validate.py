@@ -89,13 +89,13 @@ def _scenario(path: Path, data: Any) -> Validation:
             alone_bad[name] = exc
         else:
             good[name] = value
-    for name, exc in alone_bad.items():
+    for name, alone in alone_bad.items():
         # a rule that spans fields (a zero price_shock_pct with a moving symbol_shocks entry,
         # ramp_sec + hold_sec within duration_sec) is judged with the file's own other fields
         try:
             StressScenario({**_GOOD_SCENARIO, **good, name: data[name]}, origin=source)
         except ScenarioError as in_file:
-            found.add(in_file if in_file.field in (name, exc.field) else exc)
+            found.add(in_file if in_file.field in (name, alone.field) else alone)
         else:
             good[name] = data[name]
     for _ in range(len(good) + len(_GOOD_SCENARIO) + 1):  # then what needs several fields

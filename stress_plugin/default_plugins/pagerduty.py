@@ -411,7 +411,7 @@ def _describe(response: httpx.Response) -> str:
 
 
 @hookimpl
-def stress_alert(report: StressResult, delivery: Delivery) -> str | None:
+def stress_alert(result: StressResult, delivery: Delivery) -> str | None:
     """Page a breach or a failed run, resolve the incidents a run ends; see the module doc.
 
     Reads the settings at every call, so the key is never kept. Answers ``"disabled"``
@@ -420,18 +420,18 @@ def stress_alert(report: StressResult, delivery: Delivery) -> str | None:
     """
     alerter = PagerDutyAlerter(load_settings())
     if not alerter.enabled:
-        if report.status != "passed":
-            symbols = ", ".join(report.breached_symbols[:10])
-            what = (f"breach of {report.scenario} on {symbols}" if report.status == "breached"
-                    else f"failed run of {report.scenario}")
+        if result.status != "passed":
+            symbols = ", ".join(result.breached_symbols[:10])
+            what = (f"breach of {result.scenario} on {symbols}" if result.status == "breached"
+                    else f"failed run of {result.scenario}")
             log.warning("PagerDuty paging is off: PD_ROUTING_KEY is not set; %s (run %s) was "
-                        "not paged", what, report.run_id)
+                        "not paged", what, result.run_id)
         return "disabled"
     try:
         if delivery.test:
             alerter.send_test()
         else:
-            alerter.send(report)
+            alerter.send(result)
     finally:
         alerter.close()
     return None

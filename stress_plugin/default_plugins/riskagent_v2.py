@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import numpy as np
 
-from stress_hookspecs import Breach, Limits, Metrics, StressResult, hookimpl
+from stress_hookspecs import LIMIT_NAMES, Breach, Limits, Metrics, StressResult, hookimpl
 from stress_hookspecs.types import SymbolMetrics
 from stress_plugin.core.book import PORTFOLIO
 
-_LIMITS = ("max_drawdown_pct", "max_var_multiplier", "max_position_delta")
-
 
 @hookimpl
-def stress_evaluate(result: StressResult, limits: Limits) -> list[Breach]:
-    """A breach is strictly greater than its threshold (model.md)."""
+def stress_evaluate(result: StressResult) -> list[Breach]:
+    """A breach is strictly greater than its threshold (docs/model.md, "The three limits")."""
+    limits = result.limits
+    if limits is None or result.portfolio is None:  # a failed run is never judged as passing
+        raise ValueError(f"run {result.run_id} has no metrics or limits to judge")
     if isinstance(result.symbols, SymbolMetrics):
         breaches = _column_breaches(result.symbols, limits)
     else:  # a result built by hand with a dict of Metrics
@@ -24,15 +25,11 @@ def stress_evaluate(result: StressResult, limits: Limits) -> list[Breach]:
 
 
 def _breaches(symbol: str, m: Metrics, limits: Limits) -> list[Breach]:
-    checks = (
-        ("max_drawdown_pct", m.drawdown_pct, limits.max_drawdown_pct),
-        ("max_var_multiplier", m.var_ratio, limits.max_var_multiplier),
-        ("max_position_delta", m.delta_change, limits.max_position_delta),
-    )
+    values = (m.drawdown_pct, m.var_ratio, m.delta_change)  # in LIMIT_NAMES order
     return [
-        Breach(symbol=symbol, limit=name, value=value, threshold=threshold)
-        for name, value, threshold in checks
-        if value is not None and value > threshold
+        Breach(symbol=symbol, limit=name, value=value, threshold=getattr(limits, name))
+        for name, value in zip(LIMIT_NAMES, values, strict=True)
+        if value is not None and value > getattr(limits, name)
     ]
 
 
@@ -45,9 +42,9 @@ def _column_breaches(symbols: SymbolMetrics, limits: Limits) -> list[Breach]:
     names, _, drawdown, var_ratio, delta_change, _ = symbols.columns
     values = np.column_stack([np.asarray(c, dtype=np.float64)
                               for c in (drawdown, var_ratio, delta_change)])
-    thresholds = [getattr(limits, name) for name in _LIMITS]
+    thresholds = [getattr(limits, name) for name in LIMIT_NAMES]
     with np.errstate(invalid="ignore"):
         rows, cols = np.nonzero(values > np.array(thresholds, dtype=np.float64))
-    return [Breach(symbol=names[r], limit=_LIMITS[c], value=v, threshold=thresholds[c])
+    return [Breach(symbol=names[r], limit=LIMIT_NAMES[c], value=v, threshold=thresholds[c])
             for r, c, v in zip(rows.tolist(), cols.tolist(), values[rows, cols].tolist(),
                                strict=True)]

@@ -12,7 +12,7 @@ import logging
 import math
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, HTTPException, Query, Request, Security
 from fastapi import Path as PathParam
@@ -36,6 +36,7 @@ from stress_plugin.core.errors import (
     UnknownScenario,
     shown_value,
 )
+from stress_plugin.service.config import ConfigPatch, Finite, Name, ServiceConfig
 from stress_plugin.service.security import Guard, Principal, RequestGuard, allowed_hosts
 from stress_plugin.service.service import StressService
 
@@ -43,10 +44,6 @@ log = logging.getLogger("stress_runner.api")
 RECENT_RUNS = 50
 """Runs listed on the index page."""
 
-Finite = Annotated[float, Field(strict=True, allow_inf_nan=False)]
-"""A JSON number that is finite and fits a float (NaN, Infinity, 1e999 answer 422)."""
-Whole = Annotated[int, Field(strict=True, ge=-(2**31), le=2**31)]
-Name = Annotated[str, Field(min_length=1, max_length=100)]
 
 
 # -- request bodies ---------------------------------------------------------------------------
@@ -67,20 +64,6 @@ class RunRequest(BaseModel):
             if not is_symbol(symbol):
                 raise ValueError(f"a symbol must be {SYMBOL_RULE}")
         return value
-
-
-class ConfigPatch(BaseModel):
-    """Fields left out (or null) keep their value."""
-
-    model_config = ConfigDict(extra="forbid")
-    enabled: Annotated[bool, Field(strict=True)] | None = None
-    market_hours_only: Annotated[bool, Field(strict=True)] | None = None
-    interval_minutes: Whole | None = None
-    offset_seconds: Whole | None = None
-    max_symbols: Whole | None = None
-    max_runtime_ms: Finite | None = None
-    scenarios: list[Name] | None = Field(None, max_length=100)
-    kill_mode: Literal["halt", "reduce"] | None = None
 
 
 class LimitsPatch(BaseModel):
@@ -169,16 +152,6 @@ class Status(_Open):
     halted: bool
     halt: dict[str, Any] | None
     book: str
-
-
-class Config(BaseModel):
-    enabled: bool
-    market_hours_only: bool
-    interval_minutes: int
-    offset_seconds: int
-    max_symbols: int
-    max_runtime_ms: float
-    scenarios: list[str]
 
 
 class Approval(BaseModel):
@@ -459,7 +432,7 @@ def create_app(service: StressService, *, background: bool = True,
 
     @app.get("/api/v1/stress/config", summary="The live config",
              description="The schedule, symbol cap, runtime budget and scheduled scenarios "
-                         "in force.", operation_id="stress_config", **_doc(Config, links={
+                         "in force.", operation_id="stress_config", **_doc(ServiceConfig, links={
                  "PutBack": {"operationId": "stress_config_update",
                              "requestBody": "$response.body"}}))
     async def stress_config(who: Reader) -> dict[str, Any]:
@@ -468,7 +441,7 @@ def create_app(service: StressService, *, background: bool = True,
     @app.put("/api/v1/stress/config", summary="Change the live config",
              description="Validates the whole new config and applies it, or changes nothing; "
                          "persisted with the operator in the config history. Role: operator "
-                         "or admin.", operation_id="stress_config_update", **_doc(Config))
+                         "or admin.", operation_id="stress_config_update", **_doc(ServiceConfig))
     async def stress_config_update(patch: ConfigPatch, who: Configurer) -> dict[str, Any]:
         change = patch.model_dump(exclude_none=True)
         new = await run_in_threadpool(service.update_config, change, who.actor)

@@ -12,7 +12,6 @@ import logging
 import math
 import threading
 import time
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -21,51 +20,18 @@ from stress_hookspecs import StressResult
 from stress_plugin.core.errors import ConfigError, RunFailure
 from stress_plugin.core.limits import check_limits
 from stress_plugin.plugins import Plugins
-from stress_plugin.runner import DEFAULT_SCENARIO, StressRunner, summary
+from stress_plugin.runner import StressRunner, summary
+from stress_plugin.service.config import (
+    ServiceConfig,
+    check_config,
+    effective_config,
+    from_settings,
+)
 from stress_plugin.service.metrics import Metrics
-from stress_plugin.service.scheduler import check_schedule
 from stress_plugin.settings import Settings
 from stress_plugin.store import Store
 
 log = logging.getLogger("stress_runner.service")
-
-ENV_CONFIG = {
-    "stress_enabled": "enabled",
-    "market_hours_only": "market_hours_only",
-    "stress_max_symbols": "max_symbols",
-    "stress_max_runtime_ms": "max_runtime_ms",
-    "stress_kill_mode": "kill_mode",
-}
-"""Settings that are also live config: the environment variable's field -> the config field."""
-
-
-@dataclass(frozen=True, slots=True)
-class ServiceConfig:
-    """What PUT /api/v1/stress/config may change; persisted with an audit trail."""
-
-    enabled: bool = True
-    market_hours_only: bool = True
-    interval_minutes: int = 60
-    offset_seconds: int = 5
-    max_symbols: int = 100
-    max_runtime_ms: float = 50.0
-    scenarios: tuple[str, ...] = (DEFAULT_SCENARIO,)
-    """Scenarios each scheduled run stresses, in order."""
-    kill_mode: str = "halt"
-    """What a KILL_SWITCH asks of the host: ``halt`` or ``reduce`` (STRESS_KILL_MODE)."""
-
-    def to_dict(self) -> dict[str, Any]:
-        return {name: list(v) if isinstance(v, tuple) else v
-                for name in self.__slots__ for v in [getattr(self, name)]}
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> ServiceConfig:
-        return cls(enabled=settings.stress_enabled,
-                   market_hours_only=settings.market_hours_only,
-                   max_symbols=settings.stress_max_symbols,
-                   max_runtime_ms=settings.stress_max_runtime_ms,
-                   kill_mode=settings.stress_kill_mode)
-
 
 class StressService:
     """Owns the runner, the store, the scheduler and the metrics of one deployment."""
@@ -141,7 +107,7 @@ class StressService:
         """Validate the whole new config, then persist, audit and apply it, or change nothing."""
         with self._config_lock:
             merged = {**self.config.to_dict(), **patch}
-            new = _check_config(merged, known=set(self.runner.scenarios()))
+            new = check_config(merged, known=set(self.runner.scenarios()))
             if self.scheduler is not None:
                 self.scheduler.reschedule(interval_minutes=new.interval_minutes,
                                           offset_seconds=new.offset_seconds,
@@ -166,8 +132,8 @@ class StressService:
         error, and loosening a limit the host set is allowed but logged with both values."""
         with self._config_lock:
             live = self.store.live_limits()
-            new = {**live, **patch}
-            new = check_limits({k: v for k, v in new.items() if v is not None}, "limits",
+            merged = {**live, **patch}
+            new = check_limits({k: v for k, v in merged.items() if v is not None}, "limits",
                                ConfigError)
             if new == live:
                 raise ConfigError("limits", None, patch, "changes nothing (live limits are "
@@ -307,10 +273,11 @@ class StressService:
         the stored one no longer validates (a scenario since uninstalled, say)."""
         known = set(self.runner.scenarios())
         try:
-            return _check_config(effective_config(self.settings, self.store), known=known)
+            return check_config(effective_config(self.settings, self.store.current_config()),
+                                known=known)
         except ConfigError as exc:
             log.error("stored config is no longer valid (%s); using the environment's", exc)
-            return _check_config(ServiceConfig.from_settings(self.settings).to_dict(), known=known)
+            return check_config(from_settings(self.settings), known=known)
 
     def _apply_runner_settings(self) -> None:
         self.runner.settings = self.settings.model_copy(update={
@@ -332,68 +299,6 @@ class StressService:
         self.metrics.halted.set(1 if self.halt() is not None else 0)
         next_run = self.scheduler.next_run_time if self.scheduler is not None else None
         self.metrics.next_run.set(next_run.timestamp() if next_run else 0)
-
-
-def effective_config(settings: Settings, store: Store) -> dict[str, Any]:
-    """Defaults, then the stored config (what operators last set through the API), then any of
-    the runbook's variables set explicitly in the environment: a deployment change such as
-    ``kubectl set env STRESS_ENABLED=false`` is the newest intent and must work. Unvalidated;
-    ``stress-runner schedule`` reads it too, so it lists what the service would schedule."""
-    base = ServiceConfig.from_settings(settings).to_dict()
-    stored = store.current_config() or {}
-    explicit = {}
-    for variable, name in ENV_CONFIG.items():
-        if variable in settings.model_fields_set:
-            explicit[name] = base[name]
-            if name in stored and stored[name] != base[name]:
-                log.warning("%s=%s from the environment overrides the stored %s=%s",
-                            variable.upper(), base[name], name, stored[name])
-    return {**base, **stored, **explicit}
-
-
-def _check_config(data: dict[str, Any], *, known: set[str]) -> ServiceConfig:
-    """The whole config or a ConfigError naming the field and value."""
-    src = "config"
-
-    def integer(name: str, low: int, high: int) -> int:
-        value = data[name]
-        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-            raise ConfigError(src, name, value, f"must be a whole number from {low} to {high}")
-        return value
-
-    if not isinstance(data["enabled"], bool):
-        raise ConfigError(src, "enabled", data["enabled"], "must be true or false")
-    try:  # the scheduler's own check, so the API and the scheduler agree on what is valid
-        check_schedule(data["interval_minutes"], data["offset_seconds"],
-                       data["market_hours_only"])
-    except ValueError as exc:  # "name=value: problem"
-        name, _, rest = str(exc).partition("=")
-        raise ConfigError(src, name, data[name], rest.partition(": ")[2]) from None
-    runtime = data["max_runtime_ms"]
-    if isinstance(runtime, bool) or not isinstance(runtime, int | float) or not (
-            math.isfinite(runtime) and runtime > 0):
-        raise ConfigError(src, "max_runtime_ms", runtime, "must be a number > 0")
-    scenarios = data["scenarios"]
-    if not isinstance(scenarios, list | tuple) or not scenarios or not all(
-            isinstance(s, str) for s in scenarios):
-        raise ConfigError(src, "scenarios", scenarios, "must be a non-empty list of names")
-    kill_mode = data.get("kill_mode", "halt")  # absent from configs stored before it existed
-    if kill_mode not in ("halt", "reduce"):
-        raise ConfigError(src, "kill_mode", kill_mode, "must be halt or reduce")
-    unknown = [s for s in scenarios if s not in known]
-    if unknown:
-        raise ConfigError(src, "scenarios", unknown,
-                          f"unknown scenario (known: {', '.join(sorted(known))})")
-    return ServiceConfig(
-        enabled=data["enabled"],
-        market_hours_only=data["market_hours_only"],
-        interval_minutes=data["interval_minutes"],
-        offset_seconds=data["offset_seconds"],
-        max_symbols=integer("max_symbols", 1, 10_000_000),
-        max_runtime_ms=float(runtime),
-        scenarios=tuple(dict.fromkeys(scenarios)),
-        kill_mode=kill_mode,
-    )
 
 
 def iso_utc(moment: datetime) -> str:

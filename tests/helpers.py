@@ -1,23 +1,160 @@
-"""A real HTTP server on loopback that speaks the PagerDuty Events API v2 contract.
+"""What the tests share, in one module (no test module imports another): book builders, the
+real ``stress-runner`` command and ``serve`` process, pip installs into a temp dir, the API over
+ASGI, and a real HTTP server on loopback that speaks the PagerDuty Events API v2 contract.
 
-It checks events the way facts.md describes the real endpoint, answers 202 or 400 with
-PagerDuty's bodies, keeps the open/resolved state of alerts by ``dedup_key``, and can be
-scripted to answer the next requests with 429 or 5xx, or be taken down and brought back on
-the same port. Every request is recorded.
+The fake PagerDuty checks events the way the Events API v2 describes the real endpoint, answers
+202 or 400 with PagerDuty's bodies, keeps the open/resolved state of alerts by ``dedup_key``, and
+can be scripted to answer the next requests with 429 or 5xx, or be taken down and brought back
+on the same port. Every request is recorded.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
+import os
+import shutil
 import socket
+import subprocess
+import sys
+import tempfile
 import threading
 import time
 import uuid
 from collections import deque
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import httpx
+import pytest
+
+if TYPE_CHECKING:
+    from stress_plugin.service.service import StressService
+
+ROOT = Path(__file__).resolve().parent.parent
+TOKEN = "s3cret-api-token-value"
+"""The admin API token the API tests set as STRESS_API_TOKEN."""
+
+
+def position(symbol: str = "MES", quantity: float = 5, price: float = 6000.0,
+             spread: float = 0.25, multiplier: float = 5, **extra: float) -> dict:
+    return {"symbol": symbol, "quantity": quantity, "price": price, "spread": spread,
+            "multiplier": multiplier, **extra}
+
+
+def book(*positions: dict, equity: float = 100_000, var: float | None = None) -> dict:
+    data: dict = {"equity": equity, "positions": list(positions)}
+    if var is not None:
+        data["var"] = var
+    return data
+
+
+def require(binary: str, package: str) -> str:
+    """The binary's path. Missing: a failure under CI (``.ci/run`` installs it, so a skip
+    there would hide a red), a skip on a developer's machine."""
+
+    found = shutil.which(binary)
+    if found is None:
+        message = f"{binary} is not installed (Debian: apt-get install -y {package})"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    return found
+
+
+class Api:
+    """A synchronous face over httpx's ASGI transport; ``client`` is the caller's address."""
+
+    def __init__(self, service: StressService, client: str = "127.0.0.1",
+                 headers: dict[str, str] | None = None) -> None:
+        from stress_plugin.service.api import create_app
+
+        self.app = create_app(service, background=False)
+        self.client = client
+        self.headers = headers or {}
+
+    def __call__(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
+        return asyncio.run(self.request(method, url, **kwargs))
+
+    async def request(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
+        transport = httpx.ASGITransport(app=self.app, client=(self.client, 40000))
+        async with httpx.AsyncClient(transport=transport, base_url="http://localhost") as client:
+            headers = {**self.headers, **kwargs.pop("headers", {})}
+            return await client.request(method, url, headers=headers, **kwargs)
+
+
+STRESS_RUNNER = str(Path(sys.executable).with_name("stress-runner"))
+
+
+def cli(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None
+        ) -> subprocess.CompletedProcess[str]:
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith(("PD_", "STRESS_"))}
+    # never the user's own store: a test's migrations must not reach ~/.local/state
+    full_env["STRESS_DB"] = str(Path(tempfile.mkdtemp(prefix="stress-cli-")) / "stress.db")
+    full_env.update(env or {})
+    return subprocess.run([STRESS_RUNNER, *args], capture_output=True, text=True, env=full_env,
+                          cwd=cwd, timeout=120)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class ServeProcess(subprocess.Popen[str]):
+    """A ``serve`` whose output a thread reads all along, so a long test never fills the pipe
+    and blocks the server on its next log line; ``communicate()`` gives everything read."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self.lines: list[str] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.stdout is not None
+        for line in self.stdout:
+            self.lines.append(line)
+
+    def communicate(self, input: str | None = None, timeout: float | None = None
+                    ) -> tuple[str, None]:
+        self.wait(timeout)
+        self._reader.join(5)
+        return "".join(self.lines), None
+
+
+def start_serve(port: int, env: dict[str, str], book_path: Path) -> ServeProcess:
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith(("PD_", "STRESS_"))}
+    full_env.update(env)
+    proc = ServeProcess([STRESS_RUNNER, "serve", "--port", str(port), "--book",
+                         str(book_path)], env=full_env, stdout=subprocess.PIPE,
+                        stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
+                return proc
+        except httpx.TransportError:
+            time.sleep(0.1)
+        if proc.poll() is not None:
+            break
+    proc.kill()
+    raise AssertionError(f"serve did not start: {proc.communicate()[0]}")
+
+
+def pip_install_target(source: Path, target: Path) -> None:
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
+         "--target", str(target), str(source)],
+        check=True, capture_output=True, text=True, timeout=300,
+    )
+
+
+# -- the fake PagerDuty ----------------------------------------------------------------------
 
 EVENT_ACTIONS = ("trigger", "acknowledge", "resolve")
 SEVERITIES = ("critical", "error", "warning", "info")
