@@ -36,3 +36,27 @@ def test_runner_result_json_is_the_same_as_with_a_plain_dict(make_runner):
     plain = replace(result, symbols=dict(result.symbols.items()))
     assert json.dumps(result.to_dict()) == json.dumps(plain.to_dict())
     assert result.to_dict()["symbols"]["MNQ"]["var_ratio"] is None
+
+
+def test_the_limit_names_are_the_fields_of_limits_in_order():
+    from dataclasses import fields
+
+    from stress_hookspecs import LIMIT_NAMES, Limits
+
+    assert tuple(f.name for f in fields(Limits)) == LIMIT_NAMES
+    assert list(Limits().to_dict()) == list(LIMIT_NAMES)
+
+
+def test_the_testing_helpers_build_results_a_plugin_can_rely_on():
+    from stress_hookspecs import Breach
+    from stress_hookspecs.testing import make_book, make_failed_result, make_metrics, make_result
+
+    passed = make_result()
+    assert passed.status == "passed" and passed.symbols_tested == 1 and not passed.kill_switch
+    breached = make_result(symbols={"MES": make_metrics(headroom=0.4)},
+                           breaches=[Breach("MES", "max_drawdown_pct", 0.06, 0.05)])
+    assert breached.status == "breached" and breached.kill_switch and breached.headroom == 0.4
+    failed = make_failed_result()
+    assert failed.status == "failed" and failed.portfolio is None and failed.limits is None
+    assert json.loads(json.dumps(failed.to_dict()))["failure"] == "book_unavailable"
+    assert make_book().positions[0].symbol == "MES"

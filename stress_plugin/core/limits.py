@@ -8,27 +8,27 @@ see why a run used the number it used.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import fields
 from typing import Any
 
-from stress_hookspecs import Limits
+from stress_hookspecs import LIMIT_NAMES, LimitName, Limits
 from stress_plugin.core.checks import MAX_MAGNITUDE, known_fields, number
 from stress_plugin.core.errors import StressError
 
-LIMIT_FIELDS = tuple(f.name for f in fields(Limits))
-"""The limit names, from the contract's ``Limits``."""
+LIMIT_MAXIMA: dict[LimitName, float] = {
+    name: 1.0 if name == "max_drawdown_pct" else MAX_MAGNITUDE for name in LIMIT_NAMES}
+"""The largest value each limit may take (every limit is > 0): a drawdown is a share of the
+equity; the others are bounded so no product of the model overflows."""
 LIVE, DEFAULT, SCENARIO = "live", "default", "scenario"
 
 
 def check_limits(data: Any, source: str, error: type[StressError]) -> dict[str, float]:
-    """Some or all of the three limits, validated: known names, numbers > 0 (a drawdown at
-    most 1, the others at most 1e12); ``error`` names the field and value."""
+    """Some or all of the three limits, validated: known names, numbers > 0 and at most
+    ``LIMIT_MAXIMA``; ``error`` names the field and value."""
     if isinstance(data, Limits):
         data = data.to_dict()
-    data = known_fields(error, source, data, set(LIMIT_FIELDS))
-    return {name: number(error, source, name, data[name], gt=0,
-                         le=1.0 if name == "max_drawdown_pct" else MAX_MAGNITUDE)
-            for name in LIMIT_FIELDS if name in data}
+    data = known_fields(error, source, data, set(LIMIT_NAMES))
+    return {name: number(error, source, name, data[name], gt=0, le=LIMIT_MAXIMA[name])
+            for name in LIMIT_NAMES if name in data}
 
 
 def limits_in_force(*, scenario: Mapping[str, float], host: tuple[str, Mapping[str, float]] | None,

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import yaml
 
-from stress_hookspecs import Limits
+from stress_hookspecs import LIMIT_NAMES, Limits
 from stress_plugin.core.checks import (
     MAX_FILE_BYTES_DEFAULT,
     known_fields,
@@ -23,7 +23,7 @@ from stress_plugin.core.checks import (
     yaml_problem,
 )
 from stress_plugin.core.errors import NO_VALUE, ScenarioError
-from stress_plugin.core.limits import LIMIT_FIELDS, check_limits, limits_in_force
+from stress_plugin.core.limits import check_limits, limits_in_force
 
 RECOVERY_TYPES = ("linear", "exponential", "none")
 MAX_GRID_POINTS = 10_001
@@ -46,7 +46,7 @@ _FIELDS = {
     "hold_sec",
     "recovery_type",
     "symbol_shocks",
-    *LIMIT_FIELDS,
+    *LIMIT_NAMES,
 }
 _PATTERN_CHARS = frozenset("*?[")
 _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
@@ -134,7 +134,7 @@ class StressScenario:
         self._shock_map = SymbolMap(self.symbol_shocks, self.price_shock_pct)
         self._spread_map = SymbolMap(self.spread_mults, self.spread_mult)
         self.limits_given: dict[str, float] = check_limits(
-            {k: data[k] for k in LIMIT_FIELDS if k in data}, src, ScenarioError)
+            {k: data[k] for k in LIMIT_NAMES if k in data}, src, ScenarioError)
         """The thresholds this scenario sets itself (the rest are the defaults)."""
         self.thresholds: Limits = limits_in_force(scenario=self.limits_given, host=None,
                                                   live=None)[0]

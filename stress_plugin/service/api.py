@@ -22,11 +22,11 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi_offline import FastAPIOffline
 from prometheus_client import CONTENT_TYPE_LATEST
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator
 
+from stress_hookspecs import LIMIT_NAMES
 from stress_plugin import __version__
 from stress_plugin.core.book import SYMBOL_RULE, is_symbol
-from stress_plugin.core.checks import MAX_MAGNITUDE
 from stress_plugin.core.errors import (
     ECHO_CHARS,
     UNAVAILABLE_REASONS,
@@ -36,6 +36,7 @@ from stress_plugin.core.errors import (
     UnknownScenario,
     shown_value,
 )
+from stress_plugin.core.limits import LIMIT_MAXIMA
 from stress_plugin.service.config import ConfigPatch, Finite, Name, ServiceConfig
 from stress_plugin.service.security import Guard, Principal, RequestGuard, allowed_hosts
 from stress_plugin.service.service import StressService
@@ -66,13 +67,12 @@ class RunRequest(BaseModel):
         return value
 
 
-class LimitsPatch(BaseModel):
-    """Live limits to set; ``null`` removes that field's live limit (bounds: limits.py)."""
-
-    model_config = ConfigDict(extra="forbid")
-    max_drawdown_pct: Annotated[Finite, Field(gt=0, le=1)] | None = None
-    max_var_multiplier: Annotated[Finite, Field(gt=0, le=MAX_MAGNITUDE)] | None = None
-    max_position_delta: Annotated[Finite, Field(gt=0, le=MAX_MAGNITUDE)] | None = None
+_LIVE_LIMITS: dict[str, Any] = {name: (Annotated[Finite, Field(gt=0, le=maximum)] | None, None)
+                                for name, maximum in LIMIT_MAXIMA.items()}
+LimitsPatch: type[BaseModel] = create_model(
+    "LimitsPatch", __config__=ConfigDict(extra="forbid"),
+    __doc__="Live limits to set; ``null`` removes that field's live limit.", **_LIVE_LIMITS)
+"""The body of ``PUT /api/v1/risk/limits``: the contract's limit names, core's bounds."""
 
 
 class ResetRequest(BaseModel):
@@ -183,12 +183,10 @@ class ResetResponse(BaseModel):
     expires_at: str | None
 
 
-class LimitsView(BaseModel):
-    max_drawdown_pct: float
-    max_var_multiplier: float
-    max_position_delta: float
-    sources: dict[str, str]
-    live: dict[str, float]
+_LIMITS_IN_FORCE: dict[str, Any] = {name: (float, ...) for name in LIMIT_NAMES}
+LimitsView: type[BaseModel] = create_model(
+    "LimitsView", __doc__="The limits in force, where each came from, and the live ones.",
+    sources=(dict[str, str], ...), live=(dict[str, float], ...), **_LIMITS_IN_FORCE)
 
 
 class LimitsHistoryRow(BaseModel):
