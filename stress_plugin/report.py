@@ -97,7 +97,7 @@ def pnl_chart(result: dict[str, Any], paths: PathInputs, *, standalone: bool = T
 
 
 def trough_marks(paths: PathInputs) -> list[tuple[int, str]]:
-    """Grid points worth a line on the P&L-path chart, from the stored profile (model.md's
+    """Grid points worth a line on the P&L-path chart, from the stored profile (docs/model.md's
     shapes): where a ramped scenario reaches its trough, and where a held trough starts to
     recover. None for a scenario that starts at the trough and recovers at once."""
     at_trough = np.flatnonzero(paths.profile == 1.0)

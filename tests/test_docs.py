@@ -76,3 +76,18 @@ def test_every_setting_is_documented():
 
     for name in Settings.model_fields:
         assert f"`{name.upper()}`" in README, name
+
+
+def test_every_document_a_comment_cites_is_in_the_repository():
+    """A ``*.md`` named in code or tests is a file of this repository (docs/model.md, the
+    README, a pack's README, ...), so a reader can follow every citation."""
+    cited = re.compile(r"[\w./-]*\w\.md\b")
+    missing = []
+    for path in [*ROOT.glob("stress_plugin/**/*.py"), *ROOT.glob("hookspecs/**/*.py"),
+                 *ROOT.glob("tests/*.py"), *ROOT.glob("benchmarks/*.py"),
+                 *ROOT.glob("hosts/nautilus/**/*.py"), *ROOT.glob("scenario_packs/**/*.py")]:
+        for name in cited.findall(path.read_text(encoding="utf-8")):
+            where = [ROOT / name, ROOT / "docs" / name, path.parent / name]
+            if not any(p.is_file() for p in where):
+                missing.append(f"{path.relative_to(ROOT)}: {name}")
+    assert not missing, "cited but not in the repository:\n" + "\n".join(missing)

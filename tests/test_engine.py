@@ -52,7 +52,7 @@ def test_worked_example_six_contracts_breaches_drawdown():
 
 
 def test_short_puts_delta_limit_binds():
-    # facts.md: short 10 MES 5900 puts.
+    # docs/model.md (more worked examples): short 10 MES 5900 puts.
     out = run(-10, 5987.5, 0.5, 5, d=-0.40, c=0.0012, v=3000)
     assert out.worst_pnl[0] == pytest.approx(-4597.954, abs=1e-3)
     assert out.delta_change[0] == pytest.approx(0.21555, abs=1e-9)
@@ -70,7 +70,7 @@ def test_short_futures_gain_in_a_crash_and_lose_only_the_spread():
 @pytest.mark.parametrize(("recovery", "worst", "t_worst"),
                          [("linear", -50.707, 54), ("exponential", -50.718, 45)])
 def test_long_straddles_worst_point_inside_the_window(recovery, worst, t_worst):
-    # facts.md: long 10 straddles, the worst point lies inside the window.
+    # docs/model.md (more worked examples): long 10 straddles, the worst point is inside.
     out = run(10, 5987.5, 1.0, 5, d=0.05, c=0.003, recovery=recovery)
     assert out.worst_pnl[0] == pytest.approx(worst, abs=1e-3)
     g = engine.recovery_profile(recovery, 60)

@@ -1,6 +1,7 @@
 """The history pack: every scenario against the table in its README (the one place its numbers
 are written for people), each run on a multi-asset book, and the pack found after a real pip
-install. Expected figures are worked from the table with model.md's formulas, not from the YAML.
+install. Expected figures are worked from the table with docs/model.md's formulas, not from the
+YAML.
 """
 
 from __future__ import annotations

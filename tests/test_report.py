@@ -1,4 +1,4 @@
-"""The run report: paths and curves from model.md by hand, the HTML and SVG it makes, the
+"""The run report: paths and curves from docs/model.md by hand, the HTML and SVG it makes, the
 service's pages, and the file opened in a real headless Chromium with no network."""
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ def coefficients(*rows: tuple[float, float, float, float]) -> engine.Coefficient
 # -- the engine's paths and curves ----------------------------------------------------------------
 
 def test_pnl_path_of_the_worked_example():
-    """model.md: 5 MES long at 6,000, -3%, spreads 3x: -4,509.375 at the shock, then linear."""
+    """docs/model.md: 5 MES long at 6,000, -3%, spreads 3x: -4,509.375 at the shock, then linear."""
     coef = engine.coefficients(*(np.array([v]) for v in (5, 6000, 0.25, 5, 1.0, 0.0, -0.03)),
                                3.0)
     profile = engine.recovery_profile("linear", 60)
@@ -58,7 +58,8 @@ def test_worst_pnl_by_scale_matches_the_headroom():
 
 
 def test_worst_point_inside_the_window_for_a_long_straddle():
-    """facts.md: long 10 straddles (d 0.05, c 0.003): worst -50.707 at t = 54 s (linear)."""
+    """docs/model.md (more worked examples): long 10 straddles (d 0.05, c 0.003): worst -50.707
+    at t = 54 s (linear)."""
     coef = engine.coefficients(*(np.array([v]) for v in (10, 5987.5, 1.0, 5, 0.05, 0.003,
                                                          -0.03)), 3.0)
     path = engine.pnl_paths(coef, engine.recovery_profile("linear", 60))[0]
@@ -104,7 +105,7 @@ def test_stored_paths_reproduce_the_run(tmp_path: Path):
 
 
 def test_report_paths_follow_a_ramped_held_scenario_with_per_symbol_spreads(tmp_path: Path):
-    """model.md's shapes: 20 s down to the trough, 10 s held, 30 s linear recovery on a 5 s
+    """docs/model.md's shapes: 20 s down to the trough, 10 s held, 30 s linear recovery on a 5 s
     grid; ES* shocked -5% with ESZ6's spreads 4x, NQ* spreads 3x, the rest -2% and 2x. The
     report's lines are checked against pnl_i(t) worked by hand from the formulas."""
     scenario = tmp_path / "ramped.yaml"

@@ -13,7 +13,7 @@ from helpers import book, position
 from stress_hookspecs import Breach, Limits, RiskEvent, StressResult, hookimpl
 from stress_plugin.core.errors import BookError, PluginError, ScenarioError
 
-WORKED = book(position(var=3000))  # model.md: E 100,000, 5 MES long
+WORKED = book(position(var=3000))  # docs/model.md: E 100,000, 5 MES long
 BREACHING = book(position(quantity=6, var=3000))  # the same with 6 contracts
 
 

@@ -89,7 +89,7 @@ def test_runbook_validate_command_works(tmp_path: Path):
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
-# -- shapes, targeted shocks and metadata (model.md "Shapes and targeted shocks") ------------
+# -- shapes, targeted shocks and metadata (docs/model.md "Shapes and targeted shocks") ------------
 
 SYMBOLS = np.array(["MES", "ES", "ESM6", "MESM6", "6B", "6BZ", "M6B", "NQ", "es"], dtype=object)
 

@@ -44,7 +44,7 @@ from stress_hookspecs.types import (
 )
 
 __version__ = "0.2.0"
-"""The contract's version; see CHANGELOG.md. A dependent pins ``>=0.2,<0.3``."""
+"""The contract's version; see hookspecs/CHANGELOG.md. A dependent pins ``>=0.2,<0.3``."""
 
 PROJECT_NAME = "stress_plugin"
 """The pluggy project name and the entry-point group."""

@@ -22,7 +22,8 @@ MAX_DEPTH = 100
 without anchors libyaml's own limit (1,000 levels) applies."""
 MAX_MAGNITUDE = 1e12
 """Largest |quantity|, price, spread, multiplier, equity and VaR: with |delta| and |gamma| at
-most ``MAX_GREEK`` no product of the model can overflow a float64 (model.md, finite numbers)."""
+most ``MAX_GREEK`` no product of the model can overflow a float64
+(docs/model.md, "Finite numbers")."""
 MAX_GREEK = 1e3
 
 

@@ -1,4 +1,4 @@
-"""Scenario files: loading and validation (ranges as model.md)."""
+"""Scenario files: loading and validation (ranges as docs/model.md)."""
 
 from __future__ import annotations
 
@@ -56,7 +56,7 @@ class StressScenario:
     """A validated scenario, from a YAML file path or a mapping with the YAML's fields.
 
     ``StressScenario("flash_crash.yaml")`` raises ``ScenarioError`` naming the file, the field
-    and the value for anything that model.md does not allow, unknown fields included.
+    and the value for anything that docs/model.md does not allow, unknown fields included.
     """
 
     def __init__(self, source: str | Path | Mapping[str, Any], *, origin: str | None = None,
@@ -140,7 +140,7 @@ class StressScenario:
                                                   live=None)[0]
 
     def shocks_for(self, symbols: np.ndarray) -> np.ndarray:
-        """s_i per symbol (model.md precedence: exact, longest pattern, first in the file)."""
+        """s_i per symbol (docs/model.md precedence: exact, longest pattern, first in the file)."""
         return self._shock_map.resolve(symbols)
 
     def spread_mults_for(self, symbols: np.ndarray) -> np.ndarray:
@@ -184,7 +184,7 @@ def _read_yaml(path: Path, max_bytes: int) -> Any:
 
 class SymbolMap:
     """Values keyed by exact symbols or fnmatch patterns (case-sensitive), resolved with
-    model.md's precedence: an exact key, else the longest matching pattern, else the first
+    docs/model.md's precedence: an exact key, else the longest matching pattern, else the first
     matching one in the file, else ``default``.
 
     Each distinct symbol is resolved once and remembered, so a run costs at most one

@@ -72,7 +72,7 @@ class NautilusHost:
             return Position(symbol=str(instrument_id), quantity=float(quantity),
                             price=(bid + ask) / 2, spread=ask - bid, multiplier=multiplier,
                             var=var)
-        # an option is marked on its underlying (model.md): the underlying's price with the
+        # an option is marked on its underlying (docs/model.md): the underlying's price with the
         # option's delta and gamma per unit, and the option's own spread
         greeks = self.cache.greeks(instrument_id)
         if greeks is None:
