@@ -38,6 +38,7 @@ from stress_plugin.core.errors import (
 )
 from stress_plugin.core.limits import check_limits, limits_in_force
 from stress_plugin.core.scenario import StressScenario
+from stress_plugin.core.times import iso_utc, parse_iso
 from stress_plugin.delivery import Deliverer
 from stress_plugin.plugins import Plugins
 from stress_plugin.settings import Settings, load_settings
@@ -170,7 +171,7 @@ class StressRunner:
                         cleared["run_id"], shown_reason)
             self.plugins.bus_publish(RiskEvent(
                 type="RESET", scenario=cleared["scenario"], symbols=tuple(cleared["symbols"]),
-                run_id=cleared["run_id"], timestamp=_iso(self.now()),
+                run_id=cleared["run_id"], timestamp=iso_utc(self.now()),
                 reason=f"reset by {actor}: {reason or 'no reason given'}"))
             confirmed = self._confirm(("ACTIVE",))
             if confirmed is False:
@@ -283,7 +284,7 @@ class StressRunner:
         now = self.now()
         run_id = f"{now.strftime('%Y%m%dT%H%M%SZ')}-{secrets.token_hex(4)}"
         stub = StressResult(run_id=run_id, scenario=chosen.name,
-                            timestamp=now.strftime("%Y-%m-%dT%H:%M:%SZ"), symbols_tested=0,
+                            timestamp=iso_utc(now), symbols_tested=0,
                             portfolio=None, symbols={}, headroom=None, limits=None)
         paths = None
         try:
@@ -574,13 +575,9 @@ def _check_finite(out: engine.EngineOutput, arrays: BookArrays) -> None:
                              "small to stress")
 
 
-def _iso(moment: datetime) -> str:
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
 def _expiry(approvals: list[dict[str, Any]]) -> str:
     """When the oldest pending approval stops counting (ISO UTC)."""
-    oldest = datetime.fromisoformat(min(a["at"] for a in approvals).replace("Z", "+00:00"))
-    return (oldest + timedelta(seconds=RESET_WINDOW_S)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    oldest = parse_iso(min(a["at"] for a in approvals))
+    return iso_utc(oldest + timedelta(seconds=RESET_WINDOW_S))
 
 

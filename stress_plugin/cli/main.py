@@ -251,10 +251,10 @@ def _status(args: argparse.Namespace) -> int:
     from datetime import UTC, datetime
 
     from stress_plugin.core.errors import RunFailure
+    from stress_plugin.core.times import iso_utc
     from stress_plugin.runner import StressRunner
     from stress_plugin.service.config import effective_config
     from stress_plugin.service.scheduler import fire_times
-    from stress_plugin.service.service import iso_utc
     from stress_plugin.settings import load_settings
     from stress_plugin.store import Store
 
@@ -511,9 +511,9 @@ def _schedule(args: argparse.Namespace) -> int:
     from datetime import UTC, datetime
 
     from stress_plugin.core.errors import ConfigError
+    from stress_plugin.core.times import iso_utc
     from stress_plugin.service.config import effective_config
     from stress_plugin.service.scheduler import fire_times
-    from stress_plugin.service.service import iso_utc
     from stress_plugin.settings import load_settings
     from stress_plugin.store import Store
 

@@ -7,9 +7,7 @@ runs in worker threads, never on the server's event loop.
 
 from __future__ import annotations
 
-import itertools
 import logging
-import math
 import threading
 import time
 from datetime import UTC, datetime, timedelta
@@ -19,6 +17,8 @@ from typing import Any
 from stress_hookspecs import StressResult
 from stress_plugin.core.errors import ConfigError, RunFailure
 from stress_plugin.core.limits import check_limits
+from stress_plugin.core.prices import price_summary
+from stress_plugin.core.times import iso_utc
 from stress_plugin.plugins import Plugins
 from stress_plugin.runner import StressRunner, summary
 from stress_plugin.service.config import (
@@ -208,26 +208,14 @@ class StressService:
         return self.store.runs_since(iso_utc(datetime.now(UTC) - timedelta(hours=hours)))
 
     def volatility(self, hours: float) -> dict[str, Any]:
-        """Per symbol, from the prices each run saw: samples, realized volatility, last/high/low.
-
-        Realized volatility is sqrt(sum of squared log returns) between consecutive snapshots
-        in the window: the volatility actually realized over that window, not annualized.
-        """
+        """Per symbol, from the prices each run saw in the window (``price_summary``)."""
         since = iso_utc(datetime.now(UTC) - timedelta(hours=hours))
         series: dict[str, list[float]] = {}
         for symbol, price in self.store.prices_since(since):
             series.setdefault(symbol, []).append(price)
-        symbols = {}
-        for symbol, prices in sorted(series.items()):
-            returns = [math.log(b / a) for a, b in itertools.pairwise(prices)]
-            symbols[symbol] = {
-                "samples": len(prices),
-                "realized_volatility": math.sqrt(sum(r * r for r in returns)) if returns else None,
-                "last": prices[-1],
-                "high": max(prices),
-                "low": min(prices),
-            }
-        return {"hours": hours, "symbols": symbols}
+        return {"hours": hours,
+                "symbols": {symbol: price_summary(prices)
+                            for symbol, prices in sorted(series.items())}}
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -299,8 +287,3 @@ class StressService:
         self.metrics.halted.set(1 if self.halt() is not None else 0)
         next_run = self.scheduler.next_run_time if self.scheduler is not None else None
         self.metrics.next_run.set(next_run.timestamp() if next_run else 0)
-
-
-def iso_utc(moment: datetime) -> str:
-    """ISO 8601 UTC to the second with a Z: how runs and schedules are written everywhere."""
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
