@@ -9,8 +9,7 @@ from __future__ import annotations
 from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.2.0"
-"""The runtime's version, read by ``pyproject.toml`` (the one place it is written)."""
+from stress_plugin.version import __version__
 
 _EXPORTS = {
     "StressScenario": "stress_plugin.core.scenario",
@@ -28,6 +27,7 @@ __all__ = [
     "StressError",
     "StressRunner",
     "StressScenario",
+    "__version__",
     "load_book",
     "load_settings",
 ]

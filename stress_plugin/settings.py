@@ -10,6 +10,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from stress_plugin.core.checks import MAX_FILE_BYTES_DEFAULT
 from stress_plugin.core.errors import ConfigError
+from stress_plugin.version import DISTRIBUTION
 
 PD_EVENTS_URL_DEFAULT = "https://events.pagerduty.com/v2/enqueue"
 SECRET_VARIABLES = frozenset({"PD_ROUTING_KEY", "STRESS_API_TOKEN"})
@@ -136,7 +137,7 @@ class Settings(BaseSettings):
             return self.stress_db
         from platformdirs import user_state_path
 
-        return user_state_path("stress-plugin") / "stress.db"
+        return user_state_path(DISTRIBUTION) / "stress.db"
 
 
 def load_settings() -> Settings:

@@ -3,7 +3,7 @@ inside a function): a module may import its own layer and the layers below, neve
 
     core/             the model and validation; the contract and numpy/yaml only
     default_plugins/  the built-ins: what a third-party plugin could import too (core, settings)
-    runtime           plugins.py, runner.py, store.py, delivery.py, settings.py, report.py
+    runtime           plugins, runner, store, delivery, settings, report, version (modules)
     service/          service, API, scheduler, metrics, security: the service stack lives here
     cli/              the shell over all of it
     stress_plugin     the package's public names, each loaded on first use
@@ -28,7 +28,7 @@ CORE_STDLIB_FORBIDDEN = {"socket", "sqlite3", "threading", "subprocess", "time",
                          "urllib", "asyncio", "logging", "os"}
 """Nothing in the core talks to the network or a store, keeps time or logs: it computes."""
 
-RUNTIME = {"plugins", "runner", "store", "delivery", "settings", "report"}
+RUNTIME = {"plugins", "runner", "store", "delivery", "settings", "report", "version"}
 
 
 def layer(module: str) -> str:
@@ -45,14 +45,15 @@ def layer(module: str) -> str:
 
 MAY_IMPORT = {
     "core": {"core"},
-    "default_plugins": {"core", "default_plugins", "runtime:settings"},
+    "default_plugins": {"core", "default_plugins", "runtime:settings", "runtime:version"},
     "runtime": {"core", "runtime"},
-    "service": {"core", "runtime", "service", "package"},
+    "service": {"core", "runtime", "service"},
     "cli": {"core", "runtime", "service", "cli", "default_plugins", "package"},
     "package": {"core", "runtime", "service", "default_plugins", "package"},
 }
-"""``runtime:settings``: a built-in may read the settings, as any plugin may; nothing else of
-the runtime (no store, no runner, no manager), so it has no capability a third party lacks."""
+"""``runtime:settings``, ``runtime:version``: a built-in may read the settings and the version,
+as any plugin may; nothing else of the runtime (no store, no runner, no manager), so it has no
+capability a third party lacks."""
 
 
 def module_name(path: Path) -> str:
@@ -75,8 +76,7 @@ def imports(path: Path) -> list[tuple[int, str]]:
             base = node.module or ""
             if base in ("stress_plugin", "stress_plugin.core", "stress_plugin.service",
                         "stress_plugin.cli", "stress_plugin.default_plugins"):
-                found += [(node.lineno, f"{base}.{alias.name}") for alias in node.names
-                          if alias.name != "__version__"]
+                found += [(node.lineno, f"{base}.{alias.name}") for alias in node.names]
             else:
                 found.append((node.lineno, base))
     return found

@@ -7,9 +7,7 @@ from __future__ import annotations
 from importlib.metadata import distribution
 
 from stress_hookspecs import PROJECT_NAME
-
-DISTRIBUTION = "stress-plugin"
-"""The distribution whose entry points name the built-ins."""
+from stress_plugin.version import DISTRIBUTION
 
 
 def default_plugins() -> dict[str, object]:

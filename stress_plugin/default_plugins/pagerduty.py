@@ -33,6 +33,7 @@ from stress_hookspecs import (
     hookimpl,
 )
 from stress_plugin.settings import Settings, load_settings
+from stress_plugin.version import DISTRIBUTION, __version__
 
 if TYPE_CHECKING:
     import httpx
@@ -86,7 +87,8 @@ class PagerDutyAlerter:
             import httpx
 
             self._client = httpx.Client(
-                timeout=self.request_timeout_s, headers={"User-Agent": "stress-plugin"}
+                timeout=self.request_timeout_s,
+                headers={"User-Agent": f"{DISTRIBUTION}/{__version__}"},
             )
         return self._client
 

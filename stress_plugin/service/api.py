@@ -25,7 +25,6 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator
 
 from stress_hookspecs import LIMIT_NAMES
-from stress_plugin import __version__
 from stress_plugin.core.book import SYMBOL_RULE, is_symbol
 from stress_plugin.core.errors import (
     ECHO_CHARS,
@@ -40,6 +39,7 @@ from stress_plugin.core.limits import LIMIT_MAXIMA
 from stress_plugin.service.config import ConfigPatch, Finite, Name, ServiceConfig
 from stress_plugin.service.security import Guard, Principal, RequestGuard, allowed_hosts
 from stress_plugin.service.service import StressService
+from stress_plugin.version import __version__
 
 log = logging.getLogger("stress_runner.api")
 RECENT_RUNS = 50
