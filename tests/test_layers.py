@@ -17,7 +17,9 @@ from pathlib import Path
 
 import pytest
 
-PACKAGE = Path(__file__).resolve().parent.parent / "stress_plugin"
+from helpers import ROOT
+
+PACKAGE = ROOT / "stress_plugin"
 
 SERVICE_STACK = {"fastapi", "fastapi_offline", "starlette", "uvicorn", "apscheduler",
                  "exchange_calendars", "pandas", "prometheus_client"}

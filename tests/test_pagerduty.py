@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from helpers import ROOT, FakePagerDuty
 from stress_hookspecs import Breach, Metrics, StressResult
 from stress_hookspecs.testing import make_failed_result, make_result
 from stress_plugin.cli import alerts as cli_alerts
@@ -23,14 +24,8 @@ from stress_plugin.plugins import Plugins, build_manager
 from stress_plugin.settings import load_settings
 from stress_plugin.store import MIGRATIONS, Store
 
-try:
-    from helpers import FakePagerDuty
-except ImportError:  # tests/ is a package
-    from tests.pagerduty_server import FakePagerDuty
-
 KEY = "R0UT1NGK3Y5ECRET" + "x" * 16
 assert len(KEY) == 32
-ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture

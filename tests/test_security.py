@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from helpers import TOKEN, Api, book, position
+from helpers import ROOT, TOKEN, Api, book, position
 from stress_plugin.cli.main import OpsFormatter
 from stress_plugin.service.api import create_app
 from stress_plugin.service.security import new_token, parse_operators
@@ -332,7 +332,7 @@ def test_default_one_approval_clears_at_once(make_service, breaching, operators_
 
 
 def test_the_readme_example_tokens_file_parses():
-    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    readme = (ROOT / "README.md").read_text()
     block = readme.split("```text\n# /etc/stress-runner/operators")[1].split("```")[0]
     operators = parse_operators("#" + block, "README")
     assert sorted(operators.values()) == [("alice", "risk"), ("bob", "risk"),
