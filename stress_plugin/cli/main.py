@@ -11,9 +11,12 @@ import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from stress_plugin.core.errors import StressError, log_safe
+
+if TYPE_CHECKING:
+    from stress_plugin.service.schedule import Schedule
 
 EXIT_OK, EXIT_BREACH, EXIT_INPUT = 0, 1, 2
 DISTRIBUTIONS = ("stress-plugin", "stress-hookspecs", "stress-pack-flash-crash",
@@ -254,7 +257,6 @@ def _status(args: argparse.Namespace) -> int:
     from stress_plugin.core.times import iso_utc
     from stress_plugin.runner import StressRunner
     from stress_plugin.service.config import effective_config
-    from stress_plugin.service.scheduler import fire_times
     from stress_plugin.settings import load_settings
     from stress_plugin.store import Store
 
@@ -271,10 +273,7 @@ def _status(args: argparse.Namespace) -> int:
         in_force = {"error": str(exc)}
     next_run = None
     if config["enabled"]:
-        [moment] = fire_times(datetime.now(UTC), 1, interval_minutes=config["interval_minutes"],
-                              offset_seconds=config["offset_seconds"],
-                              market_hours_only=config["market_hours_only"])
-        next_run = iso_utc(moment)
+        next_run = iso_utc(_schedule_of(config).next_after(datetime.now(UTC)))
     halt, last = runner.halt(), store.last_run_summary()
     if args.json:
         print(json.dumps({"halted": halt is not None, "halt": halt, "last_run": last,
@@ -507,13 +506,12 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _schedule(args: argparse.Namespace) -> int:
-    """The same fire-time code and the same effective config as the service's scheduler."""
+    """The same slot arithmetic and the same effective config as the service's scheduler."""
     from datetime import UTC, datetime
 
     from stress_plugin.core.errors import ConfigError
     from stress_plugin.core.times import iso_utc
     from stress_plugin.service.config import effective_config
-    from stress_plugin.service.scheduler import fire_times
     from stress_plugin.settings import load_settings
     from stress_plugin.store import Store
 
@@ -531,12 +529,17 @@ def _schedule(args: argparse.Namespace) -> int:
         print("stress-runner: scheduling is disabled (STRESS_ENABLED=false or config)",
               file=sys.stderr)
         return EXIT_OK
-    times = fire_times(start, args.count, interval_minutes=config["interval_minutes"],
-                       offset_seconds=config["offset_seconds"],
-                       market_hours_only=config["market_hours_only"])
-    for moment in times:
+    for moment in _schedule_of(config).after(start, args.count):
         print(iso_utc(moment))
     return EXIT_OK
+
+
+def _schedule_of(config: dict[str, Any]) -> Schedule:
+    """The service's ``Schedule`` from its effective config (pure: no scheduler is loaded)."""
+    from stress_plugin.service.schedule import Schedule
+
+    return Schedule(config["interval_minutes"], config["offset_seconds"],
+                    config["market_hours_only"])
 
 
 # -- rendering -------------------------------------------------------------------------------
