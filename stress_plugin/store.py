@@ -603,6 +603,12 @@ class Store:
         return bool(self._query("SELECT 1 FROM runs WHERE scenario = ? AND scheduled_for = ?",
                                 (scenario, scheduled_for)))
 
+    def scheduled_slots(self, first: str, last: str) -> set[str]:
+        """The scheduled times in [first, last] (ISO UTC) that have a stored run, any scenario."""
+        rows = self._query("SELECT DISTINCT scheduled_for FROM runs"
+                           " WHERE scheduled_for BETWEEN ? AND ?", (first, last))
+        return {r["scheduled_for"] for r in rows}
+
     def runs_since(self, since: str) -> list[dict[str, Any]]:
         """Results of runs at or after ``since`` (ISO UTC), newest first, with their trigger."""
         rows = self._query("SELECT trigger, scheduled_for, result, symbols, symbol_columns"
