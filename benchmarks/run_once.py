@@ -2,7 +2,7 @@
 
 Full run: the book (a host's ``Book`` snapshot, passed in), validation, engine, the built-in
 evaluator, the store write (a real SQLite file in the temp directory, WAL, synchronous=FULL)
-and the service's ``Metrics.observe_run``; the embedded host and the flash_crash pack are
+and the service's ``PrometheusMetrics.observe_run``; the embedded host and the flash_crash pack are
 registered, alert sinks are off. ``runtime_ms`` is the runner's own figure (book to evaluation,
 the part the 50 ms budget covers); ``store`` is the ``save_run`` call (JSON and SQLite).
 
@@ -37,7 +37,7 @@ from common import (
     timed,
 )
 
-from stress_plugin.service.metrics import Metrics
+from stress_plugin.service.metrics import PrometheusMetrics
 
 REPEAT = {100: 2000, 1_000: 500, 10_000: 100, 100_000: 10}
 LOOP_REPEAT = {100: 50, 1_000: 10, 10_000: 3, 100_000: 1}
@@ -47,7 +47,7 @@ TARGETS = {100: "p50 <= 1, p99 <= 5, >= 10x", 10_000: "p50 <= 50, >= 100x"}
 def bench(n: int, repeat: int | None, loop_repeat: int | None) -> list[str]:
     store, folder = temp_store()
     runner = make_runner(store)
-    metrics = Metrics()
+    metrics = PrometheusMetrics()
     book = synthetic_book(n).snapshot()
     scenario = runner.scenario(SCENARIO)
     runtime, saves = [], []

@@ -666,6 +666,10 @@ class Store:
 
     # -- halt ---------------------------------------------------------------------------------
 
+    def halted(self) -> bool:
+        """Whether a halt is in force (one cheap read, for the metrics)."""
+        return bool(self._query("SELECT COUNT(*) FROM halt")[0][0])
+
     def halt_get(self) -> dict[str, Any] | None:
         rows = self._query("SELECT reason, since, run_id, scenario, symbols FROM halt")
         if not rows:

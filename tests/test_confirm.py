@@ -18,7 +18,7 @@ from stress_plugin.core.errors import ConfigError
 from stress_plugin.default_plugins import riskagent_v2
 from stress_plugin.plugins import Plugins, build_manager
 from stress_plugin.runner import StressRunner
-from stress_plugin.service.metrics import Metrics
+from stress_plugin.service.metrics import PrometheusMetrics
 from stress_plugin.service.service import StressService
 from stress_plugin.settings import load_settings
 from stress_plugin.store import Store
@@ -202,7 +202,7 @@ def test_the_host_clock_timestamps_the_run():
 
 
 def test_unconfirmed_is_counted():
-    metrics = Metrics()
+    metrics = PrometheusMetrics()
     base = make_failed_result(run_id="r", error="x", kill_switch=True)
     metrics.observe_run(base, "manual", 0.0)
     from dataclasses import replace
@@ -246,7 +246,7 @@ def test_one_kill_switch_for_many_scenarios_is_confirmed_once_for_all(monkeypatc
 def test_one_unconfirmed_event_for_many_scenarios_counts_once():
     from dataclasses import replace
 
-    metrics = Metrics()
+    metrics = PrometheusMetrics()
     base = make_failed_result(run_id="r", scenario="a", error="x", kill_switch=True,
                               kill_switch_confirmed=False)
     metrics.observe_runs([base, replace(base, run_id="s", scenario="b")], "schedule", 0.0)

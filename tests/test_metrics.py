@@ -8,7 +8,7 @@ from pathlib import Path
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from helpers import book, position
+from helpers import Api, book, position
 from stress_plugin.service.metrics import RUNTIME_BUCKETS, SYMBOL_SERIES
 from stress_plugin.service.service import StressService
 from stress_plugin.settings import load_settings
@@ -79,3 +79,89 @@ def test_runtime_buckets_reach_past_the_budget():
     above = next(b for b in RUNTIME_BUCKETS if b >= 0.3)
     below = [b for b in RUNTIME_BUCKETS if b < 0.3][-1]
     assert above - below <= 0.1
+
+
+def test_state_gauges_are_read_at_scrape_time(tmp_path, make_plugins):
+    """No code path refreshes them: a halt set or cleared by another process (the CLI) shows
+    at the next scrape, and the next slot is the scheduler's."""
+    service = service_on(tmp_path, make_plugins, [position(quantity=6, var=3000)])
+    got = samples(service)
+    assert got[("stress_halted", ())] == 0 and got[("stress_scheduler_next_run", ())] == 0
+    service.run(trigger="manual")  # breaches: KILL_SWITCH latched in the store
+    assert samples(service)[("stress_halted", ())] == 1
+    other = Store(service.store.path)  # `stress-runner reset` in another process
+    other.halt_clear("os:someone", "fixed")
+    assert samples(service)[("stress_halted", ())] == 0
+    service.start_scheduler()
+    try:
+        next_run = service.scheduler.next_run_time
+        assert samples(service)[("stress_scheduler_next_run", ())] == next_run.timestamp()
+        service.update_config({"enabled": False}, "test")
+        assert samples(service)[("stress_scheduler_next_run", ())] == 0
+    finally:
+        service.stop()
+
+
+def test_the_outbox_is_counted_not_loaded(tmp_path, make_plugins, monkeypatch):
+    from stress_hookspecs import hookimpl
+
+    class Down:
+        @hookimpl
+        def stress_alert(self, result, delivery):
+            from stress_hookspecs import DeliveryDeferred
+
+            raise DeliveryDeferred("down")
+
+    path = tmp_path / "book.yaml"
+    path.write_text(yaml.safe_dump(book(position())))
+    settings = load_settings()
+    service = StressService(settings, book_path=path, plugins=make_plugins(Down()),
+                            store=Store(settings.db_path))
+    service.run(trigger="manual")
+    service.run(trigger="manual")
+
+    def loaded(*args, **kwargs):
+        raise AssertionError("a scrape loaded the outbox's rows")
+
+    monkeypatch.setattr(service.store, "deliveries_list", loaded)
+    monkeypatch.setattr(service.store, "deliveries_pending", loaded)
+    got = samples(service)
+    assert got[("stress_alert_outbox_pending", labels(sink="extra0"))] == 2
+    assert got[("stress_alert_outbox_oldest_seconds", labels(sink="extra0"))] >= 0
+
+
+def test_the_scrape_reads_the_store_off_the_event_loop(tmp_path, make_plugins, monkeypatch):
+    import asyncio
+
+    service = service_on(tmp_path, make_plugins, [position()])
+    on_loop: list[bool] = []
+    query = service.store._query
+
+    def recording(*args):
+        try:
+            asyncio.get_running_loop()
+            on_loop.append(True)
+        except RuntimeError:  # no loop in this thread: a worker thread
+            on_loop.append(False)
+        return query(*args)
+
+    monkeypatch.setattr(service.store, "_query", recording)
+    response = Api(service)("GET", "/metrics")
+    assert response.status_code == 200 and "stress_halted 0.0" in response.text
+    assert on_loop and not any(on_loop)  # the halt and the outbox, both in a worker thread
+
+
+def test_scheduled_slots_come_from_the_stored_runs(tmp_path, make_plugins):
+    from datetime import UTC, datetime, timedelta
+
+    service = service_on(tmp_path, make_plugins, [position()])
+    slot = datetime(2026, 1, 14, 15, 0, 5, tzinfo=UTC)
+    service.scheduled_run(slot)
+    service.scheduled_run(slot)  # done already: counted as a duplicate, not run again
+    service.run(trigger="manual")
+    assert service.store.scheduled_slots("2026-01-14T15:00:05Z", "2026-01-14T15:00:05Z") == {
+        "2026-01-14T15:00:05Z"}
+    assert service._slots_done(slot - timedelta(hours=1), slot + timedelta(hours=1)) == {slot}
+    assert service._slots_done(slot + timedelta(seconds=1), slot + timedelta(hours=1)) == set()
+    got = samples(service)
+    assert got[("stress_scheduler_missed_runs_total", labels(reason="duplicate"))] == 1

@@ -538,7 +538,8 @@ def create_app(service: StressService, *, background: bool = True,
              responses={200: {"content": {CONTENT_TYPE_LATEST: {"schema": {"type": "string"}}},
                               "description": "Prometheus text format"}})
     async def metrics() -> Response:
-        body = await run_in_threadpool(service.metrics.render)  # it reads the store
+        # the gauges read the store at scrape time: a worker thread, never the event loop
+        body = await run_in_threadpool(service.metrics.render)
         return Response(body, media_type=CONTENT_TYPE_LATEST)
 
     @app.get("/healthz", summary="Liveness and readiness",

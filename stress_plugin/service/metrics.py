@@ -1,4 +1,10 @@
-"""Prometheus metrics, in a registry of their own (nothing is added to the global one)."""
+"""Prometheus metrics, in a registry of their own (nothing is added to the global one).
+
+Runs update their series as they happen; the state gauges (the halt, the next slot, the
+scheduler's counts, the outbox) are read when Prometheus scrapes, from cheap reads the service
+supplies, so nothing refreshes them and a scrape sees the store as it is. The scrape does I/O:
+the API renders it in a worker thread, never on the event loop.
+"""
 
 from __future__ import annotations
 
@@ -24,8 +30,9 @@ BREACH_SERIES = 100
 """Breach series of the latest run per scenario: the most exceeded limits first."""
 
 
-class Metrics:
-    """The runbook's metrics and ours; ``render()`` is the /metrics body."""
+class PrometheusMetrics:
+    """The service's Prometheus registry: the runbook's metrics and ours; ``render()`` is the
+    /metrics body. (``stress_hookspecs.Metrics`` is a run's per-symbol figures, not this.)"""
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
@@ -49,6 +56,7 @@ class Metrics:
                         registry=r)
         self.next_run = Gauge("stress_scheduler_next_run",
                               "Next scheduled run, unix seconds (0: none scheduled).", registry=r)
+        self.next_run.set_function(lambda: _unix_or_0(self._next_run()))
         self.last_run = Gauge("stress_last_run_timestamp_seconds",
                               "When the last run finished, unix seconds.", registry=r)
         self.headroom = Gauge("stress_headroom_ratio", "Headroom of the last run per scenario "
@@ -68,6 +76,7 @@ class Metrics:
                                      registry=r)
         self.halted = Gauge("stress_halted", "1 while trading is halted by a KILL_SWITCH.",
                             registry=r)
+        self.halted.set_function(lambda: 1.0 if self._halted() else 0.0)
         self.breach_active = Gauge(
             "stress_breach_active", "1 while the latest run of the scenario breached (the "
             "breach episode, which the runner's page covers); 0 after a passing run.",
@@ -89,15 +98,23 @@ class Metrics:
             "stress_symbol_headroom_ratio", "Headroom of a symbol in the latest run of the "
             "scenario (the symbols of stress_symbol_loss).", ["scenario", "symbol"], registry=r)
         self._latest_labels: dict[str, tuple[list[tuple[str, str]], list[str]]] = {}
-        self.before_render: Callable[[], None] = lambda: None
-        """Called at every scrape, so gauges read from the store and scheduler are current."""
+        self._halted: Callable[[], bool] = lambda: False
+        self._next_run: Callable[[], datetime | None] = lambda: None
         self.scheduler_counts: Callable[[], dict[str, int]] = dict
-        """Read at every scrape: scheduled runs not done, by reason (the scheduler counts)."""
-        r.register(_SchedulerCollector(self))
         self.outbox_stats: Callable[[], dict[str, tuple[int, str | None]]] = dict
-        """Read at every scrape: per sink, pending deliveries and the oldest one's creation."""
         self.sinks: list[str] = []
+        r.register(_SchedulerCollector(self))
         r.register(_OutboxCollector(self))
+
+    def read_at_scrape(self, *, halted: Callable[[], bool],
+                       next_run: Callable[[], datetime | None],
+                       scheduler_counts: Callable[[], dict[str, int]],
+                       outbox: Callable[[], dict[str, tuple[int, str | None]]]) -> None:
+        """The reads each scrape makes: whether trading is halted, the next slot (None: none
+        scheduled), scheduled runs not done by reason, and per sink the pending deliveries
+        with the oldest one's creation time. Each must be cheap (a ``COUNT(*)``, no decoding)."""
+        self._halted, self._next_run = halted, next_run
+        self.scheduler_counts, self.outbox_stats = scheduler_counts, outbox
 
     def observe_runs(self, results: list[StressResult], trigger: str,
                      finished_unix: float) -> None:
@@ -214,7 +231,7 @@ class Metrics:
                 self.alerts.labels(sink, outcome)
 
     def render(self) -> bytes:
-        self.before_render()
+        """The exposition text; reads the store, so call it off the event loop."""
         return generate_latest(self.registry)
 
 
@@ -222,7 +239,7 @@ class _OutboxCollector:
     """``stress_alert_outbox_pending{sink}`` and ``stress_alert_outbox_oldest_seconds{sink}``
     from one grouped COUNT(*) at scrape time (the scrape runs in a worker thread)."""
 
-    def __init__(self, metrics: Metrics) -> None:
+    def __init__(self, metrics: PrometheusMetrics) -> None:
         self.metrics = metrics
 
     def collect(self) -> Iterator[Metric]:
@@ -248,10 +265,14 @@ def _unix(timestamp: str) -> float:
     return datetime.fromisoformat(timestamp).timestamp()
 
 
+def _unix_or_0(moment: datetime | None) -> float:
+    return moment.timestamp() if moment is not None else 0.0
+
+
 class _SchedulerCollector:
     """``stress_scheduler_missed_runs_total{reason}`` from the live scheduler's counters."""
 
-    def __init__(self, metrics: Metrics) -> None:
+    def __init__(self, metrics: PrometheusMetrics) -> None:
         self.metrics = metrics
 
     def collect(self) -> Iterator[Metric]:

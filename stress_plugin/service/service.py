@@ -27,7 +27,7 @@ from stress_plugin.service.config import (
     effective_config,
     from_settings,
 )
-from stress_plugin.service.metrics import Metrics
+from stress_plugin.service.metrics import PrometheusMetrics
 from stress_plugin.settings import Settings
 from stress_plugin.store import Store
 
@@ -40,7 +40,7 @@ class StressService:
                  plugins: Plugins | None = None, store: Store | None = None) -> None:
         self.settings = settings
         self.book_path = book_path
-        self.metrics = Metrics()
+        self.metrics = PrometheusMetrics()
         self.store = store or Store(settings.db_path)
         self.plugins = plugins or Plugins.load(settings.disabled_plugins,
                                                trace=settings.stress_trace_plugins)
@@ -52,16 +52,15 @@ class StressService:
         self._apply_runner_settings()
         self.scheduler: Any = None
         self.duplicate_runs = 0
-        self.metrics.scheduler_counts = self._scheduler_counts
-        self.metrics.outbox_stats = self.store.outbox_stats
-        self.metrics.before_render = self._refresh_gauges
+        self.metrics.read_at_scrape(halted=self.store.halted, next_run=self._next_run,
+                                    scheduler_counts=self._scheduler_counts,
+                                    outbox=self.store.outbox_stats)
         self.metrics.restore([{**run, "result": self.store.run(run["run_id"])}
                               for run in self.store.latest_runs()])
         self.metrics.declare(
             scenarios=sorted(self.runner.scenarios()),
             plugins=[info.name for info in self.plugins.describe()],
             sinks=[info.name for info in self.plugins.describe() if "stress_alert" in info.hooks])
-        self._refresh_gauges()
 
     # -- runs ---------------------------------------------------------------------------------
 
@@ -84,7 +83,6 @@ class StressService:
                 book=self.book_path, scenarios=chosen, symbols=symbols, trigger=trigger,
                 scheduled_for=iso_utc(scheduled_for) if scheduled_for else None)
         self.metrics.observe_runs(results, trigger, time.time())
-        self._refresh_gauges()
         return results
 
     def scheduled_run(self, slot: datetime) -> None:
@@ -120,7 +118,6 @@ class StressService:
             self.config = new
             self._apply_runner_settings()
         log.info("config changed by %s: %s", actor, patch)
-        self._refresh_gauges()
         return new
 
     def limits(self) -> dict[str, Any]:
@@ -173,9 +170,7 @@ class StressService:
                       operator: str | None = None) -> dict[str, Any]:
         """One approval to clear the halt (``runner.approve_reset``: audited, RESET published
         when it clears); ``operator`` defaults to ``actor``."""
-        outcome = self.runner.approve_reset(operator or actor, actor, reason)
-        self._refresh_gauges()
-        return outcome
+        return self.runner.approve_reset(operator or actor, actor, reason)
 
     def audit(self, hours: float) -> list[dict[str, Any]]:
         return self.store.audit_log(iso_utc(datetime.now(UTC) - timedelta(hours=hours)))
@@ -235,7 +230,6 @@ class StressService:
         )
         self.scheduler.start()
         self.metrics.up.set(1)
-        self._refresh_gauges()
 
     def alerts(self, hours: float) -> dict[str, Any]:
         """The outbox: every pending and failed delivery, and those made in the window."""
@@ -286,12 +280,11 @@ class StressService:
             counts |= self.scheduler.counts()
         return counts
 
+    def _next_run(self) -> datetime | None:
+        return self.scheduler.next_run_time if self.scheduler is not None else None
+
     def _slots_done(self, first: datetime, last: datetime) -> set[datetime]:
         """The slots in [first, last] with a stored scheduled run, by any worker."""
         return {datetime.fromisoformat(slot)
                 for slot in self.store.scheduled_slots(iso_utc(first), iso_utc(last))}
 
-    def _refresh_gauges(self) -> None:
-        self.metrics.halted.set(1 if self.halt() is not None else 0)
-        next_run = self.scheduler.next_run_time if self.scheduler is not None else None
-        self.metrics.next_run.set(next_run.timestamp() if next_run else 0)
