@@ -85,7 +85,7 @@ def test_a_slot_runs_with_its_scheduled_time_and_survives_errors(caplog):
     assert sched.counts() == {"missed": 0, "skipped": 0, "failed": 1}
 
 
-def test_apscheduler_fires_at_the_slot_on_the_wall_clock():
+def test_apscheduler_wakes_at_the_next_slot_on_the_wall_clock():
     """Without an injected clock the job is APScheduler's own: the trigger gives the slots."""
     sched = HourlyStressScheduler(lambda _slot: None, interval_minutes=1,
                                   market_hours_only=False, offset_seconds=0)
@@ -267,7 +267,11 @@ def test_a_reschedule_judges_the_old_slots_it_leaves_behind(caplog):
     ("kwargs", "name"),
     [
         ({"interval_minutes": 7}, "interval_minutes=7"),
+        ({"interval_minutes": 0}, "interval_minutes=0"),
+        ({"interval_minutes": 90}, "interval_minutes=90"),
         ({"offset_seconds": 3600}, "offset_seconds=3600"),
+        ({"offset_seconds": -1}, "offset_seconds=-1"),
+        ({"interval_minutes": 15, "offset_seconds": 900}, "offset_seconds=900"),
         ({"market_hours_only": "yes"}, "market_hours_only='yes'"),
         ({"enabled": 1}, "enabled=1"),
         ({"misfire_grace_s": 0}, "misfire_grace_s=0"),
