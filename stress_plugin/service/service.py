@@ -18,7 +18,7 @@ from stress_hookspecs import StressResult
 from stress_plugin.core.errors import ConfigError, RunFailure
 from stress_plugin.core.limits import check_limits
 from stress_plugin.core.prices import price_summary
-from stress_plugin.core.times import iso_utc
+from stress_plugin.core.times import iso_utc, parse_iso
 from stress_plugin.plugins import Plugins
 from stress_plugin.runner import StressRunner, summary
 from stress_plugin.service.config import (
@@ -285,6 +285,5 @@ class StressService:
 
     def _slots_done(self, first: datetime, last: datetime) -> set[datetime]:
         """The slots in [first, last] with a stored scheduled run, by any worker."""
-        return {datetime.fromisoformat(slot)
+        return {parse_iso(slot)
                 for slot in self.store.scheduled_slots(iso_utc(first), iso_utc(last))}
-
