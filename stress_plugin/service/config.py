@@ -26,6 +26,7 @@ from pydantic.fields import FieldInfo
 from stress_hookspecs import KillMode
 from stress_plugin.core import DEFAULT_SCENARIO
 from stress_plugin.core.errors import ConfigError
+from stress_plugin.service.schedule import interval_problem, offset_problem
 from stress_plugin.settings import Settings
 
 log = logging.getLogger("stress_runner.service")
@@ -70,16 +71,18 @@ class ServiceConfig(BaseModel):
     @field_validator("interval_minutes")
     @classmethod
     def _divides_an_hour(cls, value: int) -> int:
-        if 60 % value:
-            raise ValueError("must divide 60 (1, 2, 3, 4, 5, 6, 10, 12, 15, 20, 30 or 60)")
+        problem = interval_problem(value)
+        if problem:
+            raise ValueError(problem)
         return value
 
     @field_validator("offset_seconds")
     @classmethod
     def _within_one_interval(cls, value: int, info: ValidationInfo) -> int:
         interval = info.data.get("interval_minutes")
-        if interval is not None and value >= interval * 60:
-            raise ValueError(f"must be below {interval * 60} (within one interval)")
+        problem = offset_problem(value, interval) if interval is not None else None
+        if problem:
+            raise ValueError(problem)
         return value
 
     @field_validator("scenarios")

@@ -125,26 +125,35 @@ def fire_times(
         index += 1
 
 
+def interval_problem(interval_minutes: int) -> str | None:
+    """Why ``interval_minutes`` cannot be a schedule's interval, or None: the one rule, used
+    by ``check_schedule`` and by the service config's validation."""
+    if not 1 <= interval_minutes <= 60 or 60 % interval_minutes:
+        return "must be an integer in 1..60 that divides 60"
+    return None
+
+
+def offset_problem(offset_seconds: int, interval_minutes: int) -> str | None:
+    """Why ``offset_seconds`` cannot follow each boundary of that interval, or None."""
+    if not 0 <= offset_seconds < interval_minutes * 60:
+        return f"must be an integer in 0..{interval_minutes * 60 - 1} (within one interval)"
+    return None
+
+
 def check_schedule(interval_minutes: Any, offset_seconds: Any, market_hours_only: Any) -> None:
-    """Raise ``ValueError`` naming the first bad schedule setting (shared with the scheduler)."""
-    if (
-        isinstance(interval_minutes, bool)
-        or not isinstance(interval_minutes, int)
-        or not 1 <= interval_minutes <= 60
-        or 60 % interval_minutes
-    ):
-        raise ValueError(
-            f"interval_minutes={interval_minutes!r}: must be an integer in 1..60 that divides 60"
-        )
-    if (
-        isinstance(offset_seconds, bool)
-        or not isinstance(offset_seconds, int)
-        or not 0 <= offset_seconds < interval_minutes * 60
-    ):
-        raise ValueError(
-            f"offset_seconds={offset_seconds!r}: must be an integer in "
-            f"0..{interval_minutes * 60 - 1} (within one interval)"
-        )
+    """Raise ``ValueError`` naming the first bad schedule setting (for a host's or the
+    scheduler's own arguments; the service config applies the same two rules)."""
+    def whole(value: Any) -> bool:
+        return isinstance(value, int) and not isinstance(value, bool)
+
+    problem = interval_problem(interval_minutes) if whole(interval_minutes) else \
+        "must be an integer in 1..60 that divides 60"
+    if problem:
+        raise ValueError(f"interval_minutes={interval_minutes!r}: {problem}")
+    problem = offset_problem(offset_seconds, interval_minutes) if whole(offset_seconds) else \
+        "must be an integer"
+    if problem:
+        raise ValueError(f"offset_seconds={offset_seconds!r}: {problem}")
     if not isinstance(market_hours_only, bool):
         raise ValueError(f"market_hours_only={market_hours_only!r}: must be True or False")
 

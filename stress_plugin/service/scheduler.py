@@ -24,12 +24,9 @@ from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.base import BaseTrigger
 
-from stress_plugin.service.schedule import Schedule, check_schedule, fire_times
+from stress_plugin.service.schedule import Schedule
 
-__all__ = ["HourlyStressScheduler", "StressTrigger", "check_schedule", "fire_times",
-           "wall_clock"]
-# check_schedule and fire_times are re-exported for hosts written against this module;
-# new code imports them from stress_plugin.service.schedule, which needs no APScheduler.
+__all__ = ["HourlyStressScheduler", "StressTrigger", "wall_clock"]
 
 log = logging.getLogger("stress_runner.scheduler")
 

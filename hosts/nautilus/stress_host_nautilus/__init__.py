@@ -2,7 +2,7 @@
 
 ``attach(engine_or_node, config=StressActorConfig(...))`` adds a ``StressActor`` to a
 ``BacktestEngine`` or a ``TradingNode``. The actor runs the stress at the same slots as ``stress-
-runner serve`` (``stress_plugin.service.scheduler.fire_times``), on the engine's own clock, so a
+runner serve`` (``stress_plugin.service.schedule.fire_times``), on the engine's own clock, so a
 backtest replays the schedule on simulated time. Its runner answers the hooks through
 ``NautilusHost``: ``stress_book`` from the open positions, instruments, latest quotes and the
 account; ``stress_bus_publish`` sets the risk engine's trading state (KILL_SWITCH: HALTED or

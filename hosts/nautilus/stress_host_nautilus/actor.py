@@ -15,7 +15,7 @@ from stress_hookspecs import RiskEvent, StressResult
 from stress_host_nautilus.host import HOST_PLUGIN_NAME, NautilusHost
 from stress_plugin.plugins import Plugins
 from stress_plugin.runner import StressRunner
-from stress_plugin.service.scheduler import check_schedule, fire_times
+from stress_plugin.service.schedule import check_schedule, fire_times
 from stress_plugin.settings import Settings, load_settings
 from stress_plugin.store import Store
 

@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from types import ModuleType
 
 from conftest import ROOT
-from stress_plugin.service.scheduler import fire_times
+from stress_plugin.service.schedule import fire_times
 
 
 def test_halt_denies_every_later_order_and_is_confirmed(example: ModuleType) -> None:

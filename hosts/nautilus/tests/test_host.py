@@ -28,7 +28,7 @@ from nautilus_trader.model.objects import Money, Price, Quantity
 from nautilus_trader.trading.strategy import Strategy, StrategyConfig
 
 from stress_host_nautilus import BookUnavailable, StressActorConfig, attach
-from stress_plugin.service.scheduler import fire_times
+from stress_plugin.service.schedule import fire_times
 
 
 class Engine:
