@@ -142,7 +142,8 @@ class PrometheusMetrics:
         self.symbols_tested.set(result.symbols_tested)
         self.symbols_skipped.set(len(result.skipped_symbols))
         self.last_run.set(finished_unix)
-        self.headroom.labels(result.scenario).set(result.headroom)
+        if result.headroom is not None:  # always, for a run that completed
+            self.headroom.labels(result.scenario).set(result.headroom)
         if isinstance(result.symbols, SymbolMetrics):
             names, worst, *_, headroom = result.symbols.columns
         else:
