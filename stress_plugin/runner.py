@@ -11,8 +11,9 @@ run's path: the run is stored with one pending delivery per sink, and the delive
 from __future__ import annotations
 
 import logging
-import os
 import secrets
+import sys
+import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
@@ -22,8 +23,15 @@ from typing import Any
 
 import numpy as np
 
-from stress_hookspecs import Book, Limits, Metrics, RiskEvent, StressResult
-from stress_hookspecs.types import SymbolMetrics
+from stress_hookspecs import (
+    Book,
+    BookColumns,
+    Limits,
+    Metrics,
+    RiskEvent,
+    StressResult,
+    SymbolMetrics,
+)
 from stress_plugin.core import DEFAULT_SCENARIO, engine
 from stress_plugin.core.book import BookArrays, book_from_mapping, read_book
 from stress_plugin.core.errors import (
@@ -191,7 +199,7 @@ class StressRunner:
     def run_once(
         self,
         *,
-        book: Book | Mapping[str, Any] | str | Path | None = None,
+        book: Book | BookColumns | Mapping[str, Any] | str | Path | None = None,
         scenario: str | Path | StressScenario = DEFAULT_SCENARIO,
         symbols: Sequence[str] | None = None,
         trigger: str = "manual",
@@ -213,7 +221,7 @@ class StressRunner:
         self,
         *,
         scenarios: Sequence[str | Path | StressScenario],
-        book: Book | Mapping[str, Any] | str | Path | None = None,
+        book: Book | BookColumns | Mapping[str, Any] | str | Path | None = None,
         symbols: Sequence[str] | None = None,
         trigger: str = "manual",
         scheduled_for: str | None = None,
@@ -228,15 +236,21 @@ class StressRunner:
         per scenario), and the stored results are returned; no sink is called on this path.
         ``run_once`` is this with one scenario.
         """
-        started = time.perf_counter()
         chosen = list({s.name: s for s in map(self.scenario, scenarios)}.values())
         if not chosen:
             raise ScenarioError("scenarios", None, NO_VALUE, "no scenario to run")
+        with RESPONSIVE:
+            return self._run_many(chosen, book, symbols, trigger, scheduled_for)
+
+    def _run_many(self, chosen: list[StressScenario],
+                  book: Book | BookColumns | Mapping[str, Any] | str | Path | None,
+                  symbols: Sequence[str] | None, trigger: str, scheduled_for: str | None
+                  ) -> list[StressResult]:
+        started = time.perf_counter()
         arrays: BookArrays | None = None
         source, skipped, failure = None, (), None
         try:
             arrays, source = self._book(book)
-            _let_others_run()
             if symbols:
                 arrays = _restrict(arrays, symbols, source)
             arrays, skipped = self._cap(arrays)
@@ -260,11 +274,11 @@ class StressRunner:
             results = [replace(r, kill_switch_confirmed=confirmed) if r.run_id in tripped else r
                        for r in results]
         halted = self.halt() is not None
-        results = [replace(r, halted=halted) for r in results]
+        if halted:  # False is the default: no copy on the everyday run
+            results = [replace(r, halted=True) for r in results]
         sinks = self.plugins.sinks()
         stored = []
         for result in results:
-            _let_others_run()
             # the store gives each run its episode (per scenario, in store order)
             stored.append(self.store.save_run(
                 result, trigger=trigger, scheduled_for=scheduled_for, sinks=sinks,
@@ -283,36 +297,37 @@ class StressRunner:
         it cannot have fails this run; nothing is published, stored or alerted here."""
         now = self.now()
         run_id = f"{now.strftime('%Y%m%dT%H%M%SZ')}-{secrets.token_hex(4)}"
-        stub = StressResult(run_id=run_id, scenario=chosen.name,
-                            timestamp=iso_utc(now), symbols_tested=0,
-                            portfolio=None, symbols={}, headroom=None, limits=None)
+        # the fields known so far: a failed run keeps these and no metrics
+        known: dict[str, Any] = dict(run_id=run_id, scenario=chosen.name,
+                                     timestamp=iso_utc(now), symbols_tested=0, portfolio=None,
+                                     symbols={}, headroom=None, limits=None)
         paths = None
         try:
             if failure is not None:
                 raise failure
             assert arrays is not None
-            stub = replace(stub, book_source=source)
+            known["book_source"] = source
             limits, limit_sources = self.limits(chosen)
-            stub = replace(stub, symbols_tested=len(arrays), skipped_symbols=skipped,
-                           limits=limits, limit_sources=limit_sources)
-            result, paths = self._stress(stub, arrays, chosen, limits)
-            _let_others_run()
-            breaches = self.plugins.evaluate(result)
+            known.update(symbols_tested=len(arrays), skipped_symbols=skipped, limits=limits,
+                         limit_sources=limit_sources)
+            figures, paths = self._stress(arrays, chosen, limits)
+            breaches = self.plugins.evaluate(StressResult(**{**known, **figures}))
         except RunFailure as exc:
-            result = replace(stub, error=str(exc), failure=exc.reason)
+            fields = {**known, "error": str(exc), "failure": exc.reason}
         else:
-            result = replace(result, breaches=tuple(breaches), kill_switch=bool(breaches))
-        _let_others_run()
+            fields = {**known, **figures, "breaches": tuple(breaches),
+                      "kill_switch": bool(breaches)}
         runtime_ms = (time.perf_counter() - started) * 1000
-        result = replace(result, runtime_ms=round(runtime_ms, 3))
+        result = StressResult(**fields, runtime_ms=round(runtime_ms, 3))
         self._log(result, runtime_ms)
         return result, paths
 
-    def _stress(self, stub: StressResult, arrays: BookArrays, chosen: StressScenario,
-                limits: Limits) -> tuple[StressResult, engine.PathInputs]:
-        """The engine's metrics as a result (no breaches yet), and what its P&L paths are made
-        of (kept for the run's report: the coefficients with each symbol's shock and spread
-        multiplier, and the scenario's own profile); any non-finite metric fails the run."""
+    def _stress(self, arrays: BookArrays, chosen: StressScenario, limits: Limits
+                ) -> tuple[dict[str, Any], engine.PathInputs]:
+        """The engine's figures (a result's ``portfolio``, ``symbols`` and ``headroom``), and
+        what its P&L paths are made of (kept for the run's report: the coefficients with each
+        symbol's shock and spread multiplier, and the scenario's own profile); any non-finite
+        metric fails the run."""
         shocks = chosen.shocks_for(arrays.symbols)
         coef = engine.coefficients(arrays.quantity, arrays.price, arrays.spread,
                                    arrays.multiplier, arrays.delta, arrays.gamma, shocks,
@@ -323,8 +338,7 @@ class StressRunner:
                             profile, limits)
         _check_finite(out, arrays)
         paths = engine.PathInputs(coef, profile, chosen.step_sec, arrays.equity, arrays.book_var)
-        return replace(
-            stub,
+        return dict(
             portfolio=Metrics(
                 worst_pnl=out.portfolio_worst_pnl,
                 drawdown_pct=out.portfolio_drawdown_pct,
@@ -335,7 +349,7 @@ class StressRunner:
             # columns, not 100,000 Metrics objects: made only if a plugin reads them one by one
             symbols=SymbolMetrics(arrays.symbols, out.worst_pnl, out.drawdown_pct, out.var_ratio,
                                   out.delta_change, out.headroom),
-            headroom=float(min(out.portfolio_headroom, out.headroom.min())),
+            headroom=min(out.portfolio_headroom, float(out.headroom.min())),
         ), paths
 
     def _log(self, result: StressResult, runtime_ms: float) -> None:
@@ -352,7 +366,8 @@ class StressRunner:
                         "(symbols_tested=%d)", result.run_id, runtime_ms, budget,
                         result.symbols_tested)
 
-    def _book(self, book: Book | Mapping[str, Any] | str | Path | None) -> tuple[BookArrays, str]:
+    def _book(self, book: Book | BookColumns | Mapping[str, Any] | str | Path | None
+              ) -> tuple[BookArrays, str]:
         """The book's columns and who supplied it; ``RunFailure`` when there is none to use."""
         if isinstance(book, str | Path):
             try:
@@ -375,8 +390,9 @@ class StressRunner:
         try:
             if isinstance(book, Mapping):
                 book = book_from_mapping(book, where)
-            if not isinstance(book, Book):
-                raise PluginError(where, None, type(book).__name__, "must be a Book or a mapping")
+            if not isinstance(book, Book | BookColumns):
+                raise PluginError(where, None, type(book).__name__,
+                                  "must be a Book, a BookColumns or a mapping")
             return BookArrays.from_book(book, where), source
         except StressError as exc:
             raise RunFailure.wrap("book_invalid", exc) from None
@@ -540,12 +556,42 @@ def _suggest(missing: Sequence[str], names: Sequence[str], listed: int = 20) -> 
     return "; ".join([*hints, book])
 
 
-def _let_others_run() -> None:
-    """Release the GIL between the stages of a run, so a host's trading thread or event loop
-    that is waiting for it runs now rather than after the interpreter's 5 ms switch interval.
-    ``os.sched_yield`` releases it for a fraction of a microsecond; ``time.sleep(0)`` would
-    sleep some 80 us."""
-    os.sched_yield()
+class _Responsive:
+    """While any run is in progress, the interpreter's switch interval is at most
+    ``interval_s`` (then restored), so a host's trading thread or event loop waiting for the
+    GIL gets it within that time instead of Python's default 5 ms.
+
+    This replaces yielding the CPU between stages (``os.sched_yield``): a yield gives the core
+    to another process whenever one is runnable, so on a busy host every run waited a
+    scheduler slice per stage (45x slower with two busy processes on two cores). A shorter
+    switch interval costs nothing unless another thread of this process asks for the GIL, and
+    then it is the hand-over that thread needs. Process-wide, as the interval is: runs in
+    several threads share one window, and the host's own setting, if lower, is kept.
+    """
+
+    def __init__(self, interval_s: float = 0.0005) -> None:
+        self.interval_s = interval_s
+        self._lock = threading.Lock()
+        self._depth = 0
+        self._saved = 0.0
+
+    def __enter__(self) -> None:
+        with self._lock:
+            if not self._depth:
+                self._saved = sys.getswitchinterval()
+                if self._saved > self.interval_s:
+                    sys.setswitchinterval(self.interval_s)
+            self._depth += 1
+
+    def __exit__(self, *exc: object) -> None:
+        with self._lock:
+            self._depth -= 1
+            if not self._depth:
+                sys.setswitchinterval(self._saved)
+
+
+RESPONSIVE = _Responsive()
+"""The runner's switch-interval window (``_Responsive``)."""
 
 
 def _none_if_nan(value: float) -> float | None:

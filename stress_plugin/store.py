@@ -20,8 +20,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from stress_hookspecs import StressResult
-from stress_hookspecs.types import SymbolMetrics
+from stress_hookspecs import StressResult, SymbolMetrics
 from stress_plugin.core.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -843,7 +842,8 @@ def _symbol_columns(result: StressResult) -> tuple[list[str], np.ndarray]:
     import numpy as np
 
     if isinstance(result.symbols, SymbolMetrics):
-        names, *columns = result.symbols.columns
+        names = result.symbols.symbols
+        columns = [getattr(result.symbols, field) for field in SYMBOL_COLUMNS]
     else:  # a result built by hand with a dict of Metrics
         names = list(result.symbols)
         columns = [[getattr(m, field) for m in result.symbols.values()]

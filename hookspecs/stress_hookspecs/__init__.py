@@ -25,6 +25,7 @@ import pluggy
 from stress_hookspecs.types import (
     LIMIT_NAMES,
     Book,
+    BookColumns,
     Breach,
     Delivery,
     DeliveryDeferred,
@@ -56,6 +57,7 @@ __all__ = [
     "LIMIT_NAMES",
     "PROJECT_NAME",
     "Book",
+    "BookColumns",
     "Breach",
     "Delivery",
     "DeliveryDeferred",
@@ -99,10 +101,11 @@ def stress_scenarios() -> list[Any]:
 
 
 @hookspec(firstresult=True)
-def stress_book() -> Book | dict[str, Any] | None:
+def stress_book() -> Book | BookColumns | dict[str, Any] | None:
     """The book to stress now.
 
-    Called at the start of every run that was not given a book. Return a ``Book``, or a mapping
+    Called at the start of every run that was not given a book. Return a ``Book``, a
+    ``BookColumns`` (one array per field: the cheap snapshot of a large book), or a mapping
     in the book file's shape (``equity``, optional ``var``, ``positions``), or None to pass.
     Stops at the first non-None result. Raising, or an answer that is not a valid book, fails
     the run (the next implementation is not asked). The embedded host's demo book is a
@@ -110,6 +113,8 @@ def stress_book() -> Book | dict[str, Any] | None:
     snapshot: the runner never mutates it.
 
     .. versionadded:: 0.1
+    .. versionchanged:: 0.2
+       A ``BookColumns`` answer.
     """
 
 

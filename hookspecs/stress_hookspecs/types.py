@@ -74,6 +74,56 @@ class Book:
 
 
 @dataclass(frozen=True, slots=True)
+class BookColumns:
+    """A book as one column per field, what a host that keeps its positions in arrays can
+    answer ``stress_book`` with instead of a ``Position`` per line: row i of every column is
+    one position, with ``Position``'s units and rules. A column is a sequence or a numpy array
+    of one value per symbol; the runner copies them, so a host may hand over its live arrays.
+
+    .. versionadded:: 0.2
+    """
+
+    equity: float
+    """Account equity, currency, > 0."""
+    symbols: Sequence[str]
+    quantity: Sequence[float]
+    """Signed contracts per symbol: + long, - short; never 0."""
+    price: Sequence[float]
+    """Mid price, price units, > 0."""
+    spread: Sequence[float]
+    """Full bid-ask spread, price units, >= 0."""
+    multiplier: Sequence[float]
+    """Currency per price unit per contract, > 0."""
+    var: float | None = None
+    """Normal VaR of the whole book, currency, > 0 (``Book.var``); None when unknown."""
+    position_var: Sequence[float | None] | None = None
+    """Normal VaR per position (``Position.var``), NaN or None where unknown; None: none."""
+    delta: Sequence[float] | None = None
+    """Delta per unit; None: 1 for every position (futures)."""
+    gamma: Sequence[float] | None = None
+    """Gamma per unit per price unit; None: 0 for every position."""
+
+    def __len__(self) -> int:
+        return len(self.symbols)
+
+    def to_book(self) -> Book:
+        """The same book as ``Position``s (a NaN position VaR becomes None)."""
+        n = len(self.symbols)
+
+        def listed(column: Any, default: Any) -> list[Any]:
+            if column is None:
+                return [default] * n
+            return column.tolist() if hasattr(column, "tolist") else list(column)
+
+        var = [None if v is None or v != v else v for v in listed(self.position_var, None)]
+        return Book(equity=self.equity, var=self.var, positions=tuple(map(
+            Position, listed(self.symbols, None), listed(self.quantity, None),
+            listed(self.price, None), listed(self.spread, None),
+            listed(self.multiplier, None), var, listed(self.delta, 1.0),
+            listed(self.gamma, 0.0))))
+
+
+@dataclass(frozen=True, slots=True)
 class Limits:
     """The three risk limits; a breach is strictly greater than its threshold."""
 
@@ -131,26 +181,42 @@ class Metrics:
 
 
 class SymbolMetrics(Mapping[str, Metrics]):
-    """The per-symbol metrics of a run held as columns, read like a ``dict[str, Metrics]``.
+    """The per-symbol metrics of a run held as named columns, read like a
+    ``dict[str, Metrics]``.
 
     The runner's results carry one: for 100,000 symbols, making a ``Metrics`` per symbol costs
     more than the stress model itself, and most runs never read them one by one (the store
-    writes ``to_dict()``, the built-in evaluator compares ``columns``). They are made all at
-    once on the first read. Read-only. A column is a list or has ``tolist()`` (a numpy array);
-    a NaN ``var_ratio`` reads as None (no VaR given).
+    writes the columns, the built-in evaluator compares them). They are made all at once on
+    the first read by symbol. Read-only. A column is a list or has ``tolist()`` (a numpy
+    array), one value per symbol in book order; a NaN ``var_ratio`` reads as None (no VaR
+    given).
+
+    .. versionchanged:: 0.2
+       Exported; columns by name (``symbols``, ``worst_pnl``, ...) instead of a tuple.
     """
 
-    __slots__ = ("_metrics", "columns")
+    __slots__ = ("_metrics", "delta_change", "drawdown_pct", "headroom", "symbols",
+                 "var_ratio", "worst_pnl")
+
+    FIELDS = ("worst_pnl", "drawdown_pct", "var_ratio", "delta_change", "headroom")
+    """The metric columns, in ``Metrics``' field order."""
 
     def __init__(self, symbols: Sequence[str], worst_pnl: Sequence[float],
                  drawdown_pct: Sequence[float], var_ratio: Sequence[float | None],
                  delta_change: Sequence[float], headroom: Sequence[float]) -> None:
-        self.columns = (symbols, worst_pnl, drawdown_pct, var_ratio, delta_change, headroom)
-        """(symbols, worst_pnl, drawdown_pct, var_ratio, delta_change, headroom), book order."""
+        self.symbols = symbols
+        self.worst_pnl = worst_pnl
+        """Lowest P&L per symbol, currency."""
+        self.drawdown_pct = drawdown_pct
+        self.var_ratio = var_ratio
+        """NaN (or None) where no VaR was given."""
+        self.delta_change = delta_change
+        self.headroom = headroom
         self._metrics: dict[str, Metrics] | None = None
 
     def _lists(self) -> list[list[Any]]:
-        lists = [c.tolist() if hasattr(c, "tolist") else list(c) for c in self.columns]
+        lists = [c.tolist() if hasattr(c, "tolist") else list(c)
+                 for c in (self.symbols, *(getattr(self, f) for f in self.FIELDS))]
         lists[3] = [None if v is None or v != v else v for v in lists[3]]
         return lists
 
@@ -167,7 +233,7 @@ class SymbolMetrics(Mapping[str, Metrics]):
         return iter(self._dict())
 
     def __len__(self) -> int:
-        return len(self.columns[0])
+        return len(self.symbols)
 
     def __contains__(self, symbol: object) -> bool:
         return symbol in self._dict()

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import yaml
 
-from stress_hookspecs import Book, Position
+from stress_hookspecs import Book, BookColumns, Position
 from stress_plugin.core.checks import (
     MAX_FILE_BYTES_DEFAULT,
     MAX_GREEK,
@@ -134,9 +134,13 @@ class BookArrays:
                 self.var, self.delta, self.gamma)
 
     @classmethod
-    def from_book(cls, book: Book, source: str, *, check: bool = True) -> BookArrays:
-        """Columns of ``book``; raises ``BookError`` naming the first bad symbol and field
-        (without ``check``, only for what cannot be a column: see ``problems``)."""
+    def from_book(cls, book: Book | BookColumns, source: str, *, check: bool = True
+                  ) -> BookArrays:
+        """Columns of ``book`` (``Position``s or ``BookColumns``); raises ``BookError`` naming
+        the first bad symbol and field (without ``check``, only for what cannot be a column:
+        see ``problems``)."""
+        if isinstance(book, BookColumns):
+            return cls.from_columns(book, source, check=check)
         _check_scalar(source, "equity", book.equity, positive=True)
         if book.var is not None:
             _check_scalar(source, "var", book.var, positive=True)
@@ -145,7 +149,16 @@ class BookArrays:
             raise BookError(source, "positions", [], "must hold at least one position")
 
         def column(name: str, default: float = np.nan) -> np.ndarray:
-            values = list(map(attrgetter(name), positions))
+            get = attrgetter(name)
+            if name != "var":  # rarely None: straight into the array, the list only if not
+                try:
+                    array = np.fromiter(map(get, positions), np.float64, len(positions))
+                except (TypeError, ValueError):
+                    pass  # something that is no number: look closer
+                else:  # a None became NaN: right unless it means a default
+                    if np.isnan(default) or not np.isnan(array).any():
+                        return array
+            values = list(map(get, positions))
             try:
                 array = np.array(values, dtype=np.float64)  # None becomes NaN
             except (TypeError, ValueError):
@@ -175,6 +188,50 @@ class BookArrays:
             arrays._check(positions, source)
         return arrays
 
+    @classmethod
+    def from_columns(cls, book: BookColumns, source: str, *, check: bool = True
+                     ) -> BookArrays:
+        """Columns of a ``BookColumns`` (copied: a host may keep changing its own arrays),
+        checked by the same rules as a book of ``Position``s."""
+        _check_scalar(source, "equity", book.equity, positive=True)
+        if book.var is not None:
+            _check_scalar(source, "var", book.var, positive=True)
+        symbols = np.array(book.symbols, dtype=object)
+        n = len(symbols)
+        if symbols.ndim != 1 or not n:
+            raise BookError(source, "symbols", n, "must hold at least one symbol, in one column")
+
+        def column(name: str, values: Any, default: float) -> np.ndarray:
+            if values is None:
+                return np.full(n, default)
+            try:
+                array = np.array(values, dtype=np.float64)  # a None becomes NaN
+            except (TypeError, ValueError):
+                bad = next(i for i, v in enumerate(values) if not _is_number(v))
+                raise BookError(source, _column_where(symbols, bad, name), values[bad],
+                                "must be a number") from None
+            if array.shape != (n,):
+                raise BookError(source, name, f"{array.size} values",
+                                f"must hold one value per symbol ({n})")
+            return array
+
+        arrays = cls(
+            symbols=symbols,
+            quantity=column("quantity", book.quantity, np.nan),
+            price=column("price", book.price, np.nan),
+            spread=column("spread", book.spread, np.nan),
+            multiplier=column("multiplier", book.multiplier, np.nan),
+            var=column("position_var", book.position_var, np.nan),
+            delta=column("delta", book.delta, 1.0),
+            gamma=column("gamma", book.gamma, 0.0),
+            equity=float(book.equity),
+            book_var=None if book.var is None else float(book.var),
+        )
+        if check:
+            for problem in arrays.problems((), source):
+                raise problem
+        return arrays
+
     def _check(self, positions: Sequence[Position], source: str) -> None:
         for problem in self.problems(positions, source):
             raise problem
@@ -182,15 +239,24 @@ class BookArrays:
     def problems(self, positions: Sequence[Position], source: str,
                  index: Sequence[int] | None = None) -> Iterator[BookError]:
         """Every range and naming problem, rule by rule (``_check`` raises the first);
-        ``index`` maps a position to its place in the file when some were left out."""
-        at = range(len(positions)) if index is None else index
+        ``index`` maps a position to its place in the file when some were left out. A book
+        of ``Position``s names ``positions[i] (SYMBOL).field``; ``BookColumns`` (``positions``
+        empty) name ``field[i] (SYMBOL)``."""
+        names = self.symbols.tolist()
+        at = range(len(names)) if index is None else index
+        columns = not positions
 
         def where(i: int, field: str) -> str:
-            symbol = positions[i].symbol
+            if columns:
+                return _column_where(self.symbols, i, "symbols" if field == "symbol" else
+                                     "position_var" if field == "var" else field)
+            symbol = names[i]
             return f"positions[{at[i]}] ({symbol}).{field}" if is_symbol(symbol) else \
                 f"positions[{at[i]}].{field}"
 
-        names = self.symbols.tolist()
+        def named_at(i: int) -> str:  # a symbol's own problem: the symbol is the value
+            return where(i, "symbol") if columns else f"positions[{at[i]}].symbol"
+
         try:  # one regex over all names (C); the Python loop only finds the culprit
             named = _all_symbols(names)
         except TypeError:  # not a str
@@ -198,19 +264,19 @@ class BookArrays:
         if not named:
             for i, sym in enumerate(names):
                 if not is_symbol(sym):
-                    yield BookError(source, f"positions[{at[i]}].symbol", sym,
+                    yield BookError(source, named_at(i), sym,
                                     f"must be {SYMBOL_RULE}")
         unique = set(names)
         if len(unique) != len(names):
             seen: set[str] = set()
             for i, sym in enumerate(names):
                 if sym in seen:
-                    yield BookError(source, f"positions[{at[i]}].symbol", sym,
+                    yield BookError(source, named_at(i), sym,
                                     "duplicate symbol")
                 seen.add(sym)
         if PORTFOLIO in unique:
             for i in (i for i, sym in enumerate(names) if sym == PORTFOLIO):
-                yield BookError(source, f"positions[{at[i]}].symbol", PORTFOLIO,
+                yield BookError(source, named_at(i), PORTFOLIO,
                                 "is reserved for the whole book")
         with np.errstate(invalid="ignore"):
             rules = (
@@ -272,6 +338,11 @@ def _where(positions: Sequence[Position], index: int, field: str) -> str:
     symbol = positions[index].symbol
     return f"positions[{index}] ({symbol}).{field}" if is_symbol(symbol) else \
         f"positions[{index}].{field}"
+
+
+def _column_where(symbols: np.ndarray, index: int, field: str) -> str:
+    symbol = symbols[index]
+    return f"{field}[{index}] ({symbol})" if is_symbol(symbol) else f"{field}[{index}]"
 
 
 def _is_number(value: Any) -> bool:

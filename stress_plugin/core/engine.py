@@ -57,8 +57,14 @@ class Coefficients:
     e: np.ndarray
 
     def with_total(self) -> Coefficients:
-        """These rows and one more, the portfolio: the same quadratic with summed coefficients."""
-        return Coefficients(*(np.append(x, x.sum()) for x in (self.a, self.b, self.c0, self.e)))
+        """These rows and one more, the portfolio: the same quadratic with summed coefficients
+        (one (4, rows + 1) block filled once, not four appends)."""
+        n = len(self.a)
+        block = np.empty((4, n + 1))
+        for row, x in zip(block, (self.a, self.b, self.c0, self.e), strict=True):
+            row[:n] = x
+            row[n] = x.sum()
+        return Coefficients(*block)
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,17 +105,26 @@ def coefficients(
 
 
 def worst_pnl(coef: Coefficients, grid: np.ndarray) -> np.ndarray:
-    """Minimum of each row's P&L over the grid (the profile sorted ascending), at lam = 1."""
+    """Minimum of each row's P&L over the grid (the profile sorted ascending), at lam = 1.
+
+    The candidates are the two ends and, where the quadratic is convex, the two grid points
+    around its vertex; each is evaluated as a whole column (no rows x candidates array).
+    """
     linear = coef.a - coef.e
-    candidates = [np.full_like(linear, grid[0]), np.full_like(linear, grid[-1])]
-    if len(grid) > 2:
+    b, c0 = coef.b, coef.c0
+
+    def at(g: float | np.ndarray) -> np.ndarray:
+        return linear * g + b * g * g - c0
+
+    worst = np.minimum(at(float(grid[0])), at(float(grid[-1])))
+    convex = b > 0
+    if len(grid) > 2 and convex.any():
         with np.errstate(divide="ignore", invalid="ignore"):
-            vertex = np.where(coef.b > 0, -linear / (2.0 * coef.b), grid[0])
+            vertex = np.where(convex, -linear / (2.0 * b), grid[0])
         right = np.clip(np.searchsorted(grid, vertex), 1, len(grid) - 1)
-        candidates += [grid[right - 1], grid[right]]
-    g = np.stack(candidates, axis=1)
-    pnl = linear[:, None] * g + coef.b[:, None] * g * g - coef.c0[:, None]
-    return pnl.min(axis=1)
+        np.minimum(worst, at(grid[right - 1]), out=worst)
+        np.minimum(worst, at(grid[right]), out=worst)
+    return worst
 
 
 def first_breach_scale(coef: Coefficients, grid: np.ndarray, max_loss: np.ndarray) -> np.ndarray:
@@ -158,7 +173,9 @@ def stress(
     n = len(coef.a)
     # the portfolio is row n: one pass over n + 1 rows costs half the numpy calls of two
     rows = coef.with_total()
-    var = np.append(position_var, np.nan if book_var is None else book_var)
+    var = np.empty(n + 1)
+    var[:n] = position_var
+    var[n] = np.nan if book_var is None else book_var
     worst = worst_pnl(rows, grid)
     loss = np.maximum(0.0, -worst[:n]) + 0.0  # + 0.0: a zero loss is 0.0, never -0.0
     book_loss = max(0.0, -float(worst[n])) + 0.0

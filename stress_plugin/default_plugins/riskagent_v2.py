@@ -4,8 +4,15 @@ from __future__ import annotations
 
 import numpy as np
 
-from stress_hookspecs import LIMIT_NAMES, Breach, Limits, Metrics, StressResult, hookimpl
-from stress_hookspecs.types import SymbolMetrics
+from stress_hookspecs import (
+    LIMIT_NAMES,
+    Breach,
+    Limits,
+    Metrics,
+    StressResult,
+    SymbolMetrics,
+    hookimpl,
+)
 from stress_plugin.core.book import PORTFOLIO
 
 
@@ -39,9 +46,9 @@ def _column_breaches(symbols: SymbolMetrics, limits: Limits) -> list[Breach]:
     One comparison per column instead of a Python loop over 100,000 symbols; a NaN or None
     (no VaR) never breaches. Row-major ``nonzero`` keeps book order, then limit order.
     """
-    names, _, drawdown, var_ratio, delta_change, _ = symbols.columns
-    values = np.column_stack([np.asarray(c, dtype=np.float64)
-                              for c in (drawdown, var_ratio, delta_change)])
+    names = symbols.symbols
+    values = np.column_stack([np.asarray(c, dtype=np.float64) for c in (
+        symbols.drawdown_pct, symbols.var_ratio, symbols.delta_change)])
     thresholds = [getattr(limits, name) for name in LIMIT_NAMES]
     with np.errstate(invalid="ignore"):
         rows, cols = np.nonzero(values > np.array(thresholds, dtype=np.float64))

@@ -15,8 +15,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
-from stress_hookspecs import StressResult
-from stress_hookspecs.types import SymbolMetrics
+from stress_hookspecs import StressResult, SymbolMetrics
 from stress_plugin.core.errors import FAILURE_REASONS
 
 RUNTIME_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075,
@@ -145,7 +144,8 @@ class PrometheusMetrics:
         if result.headroom is not None:  # always, for a run that completed
             self.headroom.labels(result.scenario).set(result.headroom)
         if isinstance(result.symbols, SymbolMetrics):
-            names, worst, *_, headroom = result.symbols.columns
+            names, worst = result.symbols.symbols, result.symbols.worst_pnl
+            headroom = result.symbols.headroom
         else:
             names = list(result.symbols)
             worst = [m.worst_pnl for m in result.symbols.values()]
