@@ -1,15 +1,16 @@
-"""The full ``StressRunner.run_once`` against the same model as a plain per-symbol Python loop.
+"""The full ``StressRunner.run_once`` against the same model written two plain ways: a fair
+per-symbol Python loop and straightforward (symbols x grid) numpy.
 
-Full run: the book (a host's ``Book`` snapshot, passed in), validation, engine, the built-in
-evaluator, the store write (a real SQLite file in the temp directory, WAL, synchronous=FULL)
-and the service's ``PrometheusMetrics.observe_run``; the embedded host and the flash_crash pack are
-registered, alert sinks are off. ``runtime_ms`` is the runner's own figure (book to evaluation,
-the part the 50 ms budget covers); ``store`` is the ``save_run`` call (JSON and SQLite).
+Full run: the book (a host's ``Book`` of ``Position``s, or the same book as ``BookColumns``),
+validation, engine, the built-in evaluator, the limits in force, the store write (a real
+SQLite file in the temp directory, WAL) and the service's ``PrometheusMetrics.observe_run``; the
+embedded host and the flash_crash pack are registered, alert sinks are off. ``runtime_ms`` is
+the runner's own figure (book to evaluation, what the 50 ms budget covers); ``store`` is the
+``save_run`` call and ``metrics`` the ``observe_run`` call, both inside the full figure.
 
-The loop is model.md written directly (``common.loop_model``): per symbol, per grid point,
-headroom by the closed form per point. It computes the model and the breaches only, so compare
-it with ``runtime_ms``; against the full run it pays no store write. Every size first checks
-that both give the same metrics and breaches.
+The baselines (``common.plain_loop``, ``common.numpy_model``) compute the model and the
+breaches from the same ``Book``; each is first checked to give the runner's metrics and
+breaches, then timed. Ratios are baseline p50 over full-run p50, measured in one process.
 
     python benchmarks/run_once.py [--sizes 100 1000 10000 100000] [--quick]
 """
@@ -18,18 +19,17 @@ from __future__ import annotations
 
 import argparse
 import gc
-import resource
 import time
-import tracemalloc
 
 from common import (
     SCENARIO,
     check_same,
     fmt_ms,
-    loop_model,
     machine,
     make_runner,
+    numpy_model,
     pct,
+    plain_loop,
     quiet_warnings,
     synthetic_book,
     table,
@@ -39,18 +39,20 @@ from common import (
 
 from stress_plugin.service.metrics import PrometheusMetrics
 
-REPEAT = {100: 2000, 1_000: 500, 10_000: 100, 100_000: 10}
+REPEAT = {100: 3000, 1_000: 1000, 10_000: 200, 100_000: 20}
 LOOP_REPEAT = {100: 50, 1_000: 10, 10_000: 3, 100_000: 1}
-TARGETS = {100: "p50 <= 1, p99 <= 5, >= 10x", 10_000: "p50 <= 50, >= 100x"}
+TARGETS = {100: "p50 <= 0.2, >= 25x loop", 1_000: "p99 <= 3x p50",
+           10_000: "p50 <= 3, >= 150x loop, p99 <= 3x p50", 100_000: "p50 <= 35"}
 
 
 def bench(n: int, repeat: int | None, loop_repeat: int | None) -> list[str]:
     store, folder = temp_store()
     runner = make_runner(store)
     metrics = PrometheusMetrics()
-    book = synthetic_book(n).snapshot()
+    host = synthetic_book(n)
+    book, columns = host.snapshot(), host.arrays().snapshot()
     scenario = runner.scenario(SCENARIO)
-    runtime, saves = [], []
+    runtime, saves, observes = [], [], []
     save_run = store.save_run
 
     def timed_save(*args, **kwargs):
@@ -61,69 +63,63 @@ def bench(n: int, repeat: int | None, loop_repeat: int | None) -> list[str]:
 
     store.save_run = timed_save  # this instance only: time the store write inside the run
 
-    def full_run():
-        result = runner.run_once(book=book, scenario=SCENARIO)
+    def full_run(given=book):
+        result = runner.run_once(book=given, scenario=SCENARIO)
+        start = time.perf_counter()
         metrics.observe_run(result, "manual", time.time())
+        observes.append((time.perf_counter() - start) * 1000)
         runtime.append(result.runtime_ms)
         return result
 
     result = full_run()
-    gc.collect()
+    if result.breaches:
+        raise SystemExit(f"the benchmark book breaches at {n:,} symbols")
     repeat = repeat or REPEAT.get(n, max(3, 1_000_000 // n))
+    gc.collect()
     runtime.clear()
     saves.clear()
+    observes.clear()
     fast = timed(full_run, repeat)
-    runtime, saves = runtime[-repeat:], saves[-repeat:]  # drop the warm-up runs
+    runtime, saves, observes = runtime[-repeat:], saves[-repeat:], observes[-repeat:]
+    by_columns = timed(lambda: full_run(columns), repeat)
 
-    loop_cells = ["-", "-", "-"]
+    cells = ["-"] * 4
     if loop_repeat != 0:
-        loop = loop_model(book, scenario, scenario.thresholds)
-        check_same(result, loop)  # the same numbers and breaches, or no figures at all
-        slow = timed(lambda: loop_model(book, scenario, scenario.thresholds),
+        loop = plain_loop(book, scenario, scenario.thresholds)
+        check_same(result, loop, "loop")  # the same numbers and breaches, or no figures
+        check_same(result, numpy_model(book, scenario, scenario.thresholds), "numpy")
+        slow = timed(lambda: plain_loop(book, scenario, scenario.thresholds),
                      loop_repeat or LOOP_REPEAT.get(n, 1), warmup=0)
-        loop_cells = [fmt_ms(pct(slow, 50)), f"{pct(slow, 50) / pct(fast, 50):,.0f}x",
-                      f"{pct(slow, 50) / pct(runtime, 50):,.0f}x"]
+        vector = timed(lambda: numpy_model(book, scenario, scenario.thresholds),
+                       max(3, (loop_repeat or LOOP_REPEAT.get(n, 1)) * 3), warmup=1)
+        full = pct(fast, 50)
+        cells = [fmt_ms(pct(slow, 50)), fmt_ms(pct(vector, 50)),
+                 f"{pct(slow, 50) / full:,.0f}x", f"{pct(vector, 50) / full:,.1f}x"]
     store.close()
     folder.cleanup()
-    return [f"{n:,}", fmt_ms(pct(fast, 50)), fmt_ms(pct(fast, 99)), fmt_ms(pct(runtime, 50)),
-            fmt_ms(pct(saves, 50)), *loop_cells, str(repeat), TARGETS.get(n, "")]
-
-
-def peak_memory(n: int) -> tuple[float, float]:
-    """MiB allocated at the peak of one full run (tracemalloc sees numpy too), and peak RSS."""
-    store, folder = temp_store()
-    runner = make_runner(store)
-    book = synthetic_book(n).snapshot()
-    runner.run_once(book=book)
-    gc.collect()
-    tracemalloc.start()
-    runner.run_once(book=book)
-    _, peak = tracemalloc.get_traced_memory()
-    tracemalloc.stop()
-    store.close()
-    folder.cleanup()
-    return peak / 2**20, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return [f"{n:,}", fmt_ms(pct(fast, 50)), fmt_ms(pct(fast, 99)),
+            f"{pct(fast, 99) / pct(fast, 50):.1f}", fmt_ms(pct(by_columns, 50)),
+            fmt_ms(pct(runtime, 50)), fmt_ms(pct(saves, 50)), fmt_ms(pct(observes, 50)),
+            *cells, str(repeat), TARGETS.get(n, "")]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[100, 1_000, 10_000, 100_000])
     parser.add_argument("--repeat", type=int, help="timed runs per size (default by size)")
-    parser.add_argument("--loop-repeat", type=int, help="timed loops per size; 0: no loop")
+    parser.add_argument("--loop-repeat", type=int, help="timed loops per size; 0: none")
     parser.add_argument("--quick", action="store_true", help="tiny sizes and repeats (CI)")
     args = parser.parse_args()
     if args.quick:
-        args.sizes, args.repeat, args.loop_repeat = [100, 1_000], 20, 2
+        args.sizes, args.repeat, args.loop_repeat = [100, 1_000], 20, 1
     quiet_warnings()
 
     rows = [bench(n, args.repeat, args.loop_repeat) for n in args.sizes]
-    print(f"### run_once: the full run vs a plain Python loop (ms)\n\nMachine: {machine()}\n")
-    print(table(["symbols", "run_once p50", "run_once p99", "runtime_ms p50", "store p50",
-                 "loop p50", "speed-up (full)", "speed-up (runtime_ms)", "runs",
-                 "target (ms)"], rows))
-    traced, rss = peak_memory(max(args.sizes))
-    print(f"\nPeak memory of one run at {max(args.sizes):,} symbols: {traced:,.1f} MiB allocated "
-          f"(tracemalloc); process peak RSS {rss:,.0f} MiB.")
+    print("### run_once: the full run (store and metrics) vs a fair plain loop and "
+          f"straightforward numpy (ms)\n\nMachine: {machine()}\n")
+    print(table(["symbols", "full p50", "full p99", "p99/p50", "full p50, BookColumns",
+                 "runtime_ms p50", "store p50", "metrics p50", "loop p50", "numpy p50",
+                 "x loop", "x numpy", "runs", "target (ms)"], rows))
 
 
 if __name__ == "__main__":
