@@ -322,3 +322,137 @@ def test_portfolio_headroom_with_a_ramp_matches_brute_force():
                * abs(q[i]) * m[i] for i in range(3))
     first = int(np.argmax(-book.min(axis=1) > 0.05 * E))
     assert out.portfolio_headroom == pytest.approx(lam[first, 0], abs=5e-4)
+
+
+# -- the seeded property test: 1,000+ random books and scenarios ------------------------------
+
+
+def _random_case(rng: np.random.Generator) -> dict:
+    """One random book and scenario: 1-8 positions with gamma of both signs, shocks all
+    negative, all positive or mixed per symbol, every recovery, odd step counts, ramps and
+    holds, per-symbol spread multipliers, random limits and VaRs (some missing)."""
+    n = int(rng.integers(1, 9))
+    q, P, h, m, d, c, v = random_positions(rng, n)
+    base = rng.uniform(0.005, 0.5) * rng.choice([-1.0, 1.0])
+    kind = rng.choice(["same", "positive", "mixed"])
+    s = {"same": np.full(n, base), "positive": rng.uniform(0.005, 0.5, n),
+         "mixed": rng.uniform(-0.5, 0.5, n)}[kind]
+    steps = int(rng.choice([1, 3, 5, 7, 13, 31, 61]))
+    ramp = int(rng.integers(0, steps + 1)) if rng.random() < 0.3 else 0
+    hold = int(rng.integers(0, steps - ramp + 1)) if rng.random() < 0.3 else 0
+    return dict(q=q, P=P, h=h, m=m, d=d, c=c, v=v, s=s, k=rng.choice([1.0, 1.5, 3.0, 26.0], n),
+                E=float(rng.uniform(5e4, 5e6)), V=float(rng.uniform(1e3, 1e5))
+                if rng.random() < 0.7 else None,
+                recovery=str(rng.choice(["linear", "exponential", "none"])), steps=steps,
+                dt=float(rng.choice([1, 3, 7])), ramp=ramp, hold=hold,
+                limits=Limits(float(rng.uniform(0.005, 0.2)), float(rng.uniform(0.5, 4)),
+                              float(rng.uniform(0.02, 0.5))))
+
+
+def _loss_paths(x: dict, g: np.ndarray, lam: np.ndarray) -> np.ndarray:
+    """P&L of every symbol at every scale and grid point (symbols x scales x points), the
+    prices moved by lam * s_i * g(t): model.md's pnl_i(t), written directly."""
+    dP = (x["P"] * x["s"])[:, None, None] * lam[None, :, None] * g[None, None, :]
+    size = (x["q"] * x["m"])[:, None, None]
+    spread = (x["h"][:, None] * (1 + (x["k"][:, None] - 1) * g[None, :]))[:, None, :]
+    return size * (x["d"][:, None, None] * dP + 0.5 * x["c"][:, None, None] * dP * dP) \
+        - 0.5 * spread * np.abs(size)
+
+
+def _brute_force_headroom(x: dict, g: np.ndarray) -> tuple[np.ndarray, float]:
+    """Each symbol's and the book's headroom by brute force: the worst P&L over the grid on
+    a scan of lam over [0, 100], the first scale that breaches any limit, refined by
+    bisection between that scan point and the one before (no monotonicity assumed).
+
+    A long-gamma book can breach in a band of lam narrower than any even scan (0.0205 to
+    0.0246 in one seeded case), so the scan also holds each grid point's loss peak in lam
+    (the vertex of lam a + lam^2 b, per symbol and for the book): every breach band contains
+    one, so the first scan point that breaches lies in the first band, and the bisection
+    before it finds that band's start."""
+    limits, E = x["limits"], x["E"]
+    var = np.where(np.isnan(x["v"]), np.inf, x["v"])
+    gmax = float(np.abs(g).max())
+
+    def symbol_breached(lam: np.ndarray) -> np.ndarray:  # symbols x scales
+        loss = np.maximum(0.0, -_loss_paths(x, g, lam).min(axis=2))
+        return ((loss > limits.max_drawdown_pct * E)
+                | (loss > limits.max_var_multiplier * var[:, None])
+                | (np.abs(x["c"] * x["P"] * x["s"])[:, None] * lam * gmax
+                   > limits.max_position_delta))
+
+    def book_breached(lam: np.ndarray) -> np.ndarray:  # scales
+        loss = np.maximum(0.0, -_loss_paths(x, g, lam).sum(axis=0).min(axis=1))
+        out = loss > limits.max_drawdown_pct * E
+        return out | (loss > limits.max_var_multiplier * x["V"]) if x["V"] else out
+
+    move = (x["P"] * x["s"])[:, None] * g[None, :]
+    a = (x["q"] * x["m"] * x["d"])[:, None] * move
+    b = (0.5 * x["q"] * x["m"] * x["c"])[:, None] * move * move
+    with np.errstate(divide="ignore", invalid="ignore"):
+        peaks = np.concatenate([(-a / (2 * b))[b > 0],
+                                (-a.sum(axis=0) / (2 * b.sum(axis=0)))[b.sum(axis=0) > 0]])
+    scan = np.unique(np.concatenate([np.linspace(0.0, 100.0, 1001),
+                                     peaks[(peaks > 0) & (peaks < 100)]]))
+
+    def first(breached, row: np.ndarray) -> float:
+        if not row.any():
+            return 100.0
+        i = int(np.argmax(row))
+        if i == 0:
+            return 0.0
+        lo, hi = float(scan[i - 1]), float(scan[i])
+        for _ in range(45):  # 0.1 / 2^45: far below 1e-6
+            mid = (lo + hi) / 2
+            lo, hi = (lo, mid) if breached(mid) else (mid, hi)
+        return hi
+
+    hits = symbol_breached(scan)
+    symbols = np.array([first(lambda lam, i=i: bool(symbol_breached(np.array([lam]))[i, 0]),
+                              hits[i]) for i in range(len(x["q"]))])
+    book = first(lambda lam: bool(book_breached(np.array([lam]))[0]), book_breached(scan))
+    return symbols, book
+
+
+def test_seeded_random_books_and_scenarios_match_the_plain_loop_and_brute_force():
+    """1,200 random cases: every metric to 1e-9 against model.md point by point, every
+    headroom (symbols and portfolio) to 1e-6 against a brute-force search."""
+    rng = np.random.default_rng(20261201)
+    seen = {"gamma+": 0, "gamma-": 0, "positive": 0, "mixed": 0, "linear": 0,
+            "exponential": 0, "none": 0, "odd": 0}
+    for case in range(1_200):
+        x = _random_case(rng)
+        out = run(x["q"], x["P"], x["h"], x["m"], x["d"], x["c"], x["v"], E=x["E"], V=x["V"],
+                  s=x["s"], k=x["k"], recovery=x["recovery"], steps=x["steps"],
+                  limits=x["limits"], ramp=x["ramp"], hold=x["hold"])
+        g = np.array(reference_profile(x["recovery"], x["steps"] * x["dt"], x["dt"],
+                                       x["ramp"] * x["dt"], x["hold"] * x["dt"]))
+        paths = _loss_paths(x, g, np.ones(1))[:, 0, :]
+        worst = paths.min(axis=1)
+        loss = np.maximum(0.0, -worst)
+        where = f"case {case}: {x}"
+        np.testing.assert_allclose(out.worst_pnl, worst, rtol=1e-9, atol=1e-9, err_msg=where)
+        np.testing.assert_allclose(out.drawdown_pct, loss / x["E"], rtol=1e-9, atol=1e-12,
+                                   err_msg=where)
+        np.testing.assert_allclose(out.var_ratio, loss / x["v"], rtol=1e-9, atol=1e-12,
+                                   equal_nan=True, err_msg=where)
+        np.testing.assert_allclose(
+            out.delta_change, np.abs(x["c"][:, None] * (x["P"] * x["s"])[:, None] * g).max(
+                axis=1), rtol=1e-9, atol=1e-12, err_msg=where)
+        book = paths.sum(axis=0)
+        assert out.portfolio_worst_pnl == pytest.approx(book.min(), rel=1e-9, abs=1e-9), where
+        book_loss = max(0.0, -book.min())
+        assert out.portfolio_drawdown_pct == pytest.approx(book_loss / x["E"], rel=1e-9,
+                                                           abs=1e-12), where
+        if x["V"] is not None:
+            assert out.portfolio_var_ratio == pytest.approx(book_loss / x["V"], rel=1e-9,
+                                                            abs=1e-12), where
+        symbols, portfolio = _brute_force_headroom(x, g)
+        np.testing.assert_allclose(out.headroom, symbols, rtol=1e-6, atol=1e-9, err_msg=where)
+        assert out.portfolio_headroom == pytest.approx(portfolio, rel=1e-6, abs=1e-9), where
+        seen["gamma+"] += bool((x["c"] > 0).any())
+        seen["gamma-"] += bool((x["c"] < 0).any())
+        seen["positive"] += bool((x["s"] > 0).all())
+        seen["mixed"] += bool((x["s"] > 0).any() and (x["s"] < 0).any())
+        seen[x["recovery"]] += 1
+        seen["odd"] += x["steps"] % 2
+    assert min(seen.values()) >= 100, seen  # every kind of case is well represented
