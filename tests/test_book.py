@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from helpers import book, position
-from stress_hookspecs import Book, Position
+from stress_hookspecs import Book, BookColumns, Position, hookimpl
 from stress_plugin import load_book
 from stress_plugin.core.book import BookArrays
 from stress_plugin.core.errors import BookError
@@ -86,3 +86,71 @@ def test_host_positions_with_none_take_the_defaults_and_nan_is_named():
     bad = (positions[0], Position("B", -2, 50.0, 0.1, 5, delta=float("nan")))
     with pytest.raises(BookError, match=r"host: positions\[1\] \(B\)\.delta: must be a finite"):
         BookArrays.from_book(Book(equity=1e6, positions=bad), "host")
+
+
+# -- BookColumns: one array per field -----------------------------------------------------------
+
+
+def _columns(**change) -> BookColumns:
+    fields = dict(equity=1e6, var=5e4, symbols=["A", "B", "C"], quantity=[1.0, -2.0, 3.0],
+                  price=np.array([100.0, 50.0, 20.0]), spread=[0.1, 0.1, 0.05],
+                  multiplier=[5.0, 5.0, 50.0], position_var=[None, 10.0, float("nan")],
+                  delta=[1.0, 0.4, 1.0], gamma=[0.0, 0.002, 0.0])
+    return BookColumns(**{**fields, **change})
+
+
+def test_columns_give_the_same_arrays_as_the_same_positions():
+    columns = _columns()
+    by_columns = BookArrays.from_book(columns, "host")
+    by_positions = BookArrays.from_book(columns.to_book(), "host")
+    for name in ("quantity", "price", "spread", "multiplier", "var", "delta", "gamma"):
+        np.testing.assert_array_equal(getattr(by_columns, name), getattr(by_positions, name))
+    assert by_columns.symbols.tolist() == ["A", "B", "C"]
+    assert (by_columns.equity, by_columns.book_var) == (1e6, 5e4)
+    assert columns.to_book().positions[0].var is None and len(columns) == 3
+
+
+def test_columns_are_copied_so_the_host_may_keep_changing_its_own():
+    price = np.array([100.0, 50.0, 20.0])
+    arrays = BookArrays.from_book(_columns(price=price), "host")
+    price[0] = 1.0
+    assert arrays.price[0] == 100.0
+
+
+def test_missing_greeks_and_vars_take_the_defaults():
+    arrays = BookArrays.from_book(_columns(position_var=None, delta=None, gamma=None), "host")
+    assert arrays.delta.tolist() == [1.0] * 3 and arrays.gamma.tolist() == [0.0] * 3
+    assert np.isnan(arrays.var).all()
+
+
+@pytest.mark.parametrize(("change", "field", "problem"), [
+    ({"price": [100.0, -1.0, 20.0]}, r"price\[1\] \(B\)", "must be a finite number > 0"),
+    ({"quantity": [1.0, 0.0, 3.0]}, r"quantity\[1\] \(B\)", "other than 0"),
+    ({"position_var": [1.0, -1.0, 1.0]}, r"position_var\[1\] \(B\)", "> 0"),
+    ({"delta": [1.0, 1.0, 1e9]}, r"delta\[2\] \(C\)", "at most"),
+    ({"symbols": ["A", "B", "A"]}, r"symbols\[2\] \(A\)", "duplicate symbol"),
+    ({"symbols": ["A", "B", "bad\nname"]}, r"symbols\[2\]", "must be 1 to 64"),
+    ({"symbols": ["A", "PORTFOLIO", "C"]}, r"symbols\[1\] \(PORTFOLIO\)", "reserved"),
+    ({"spread": [0.1, 0.1]}, "spread", "one value per symbol"),
+    ({"gamma": [0.0, "x", 0.0]}, r"gamma\[1\] \(B\)", "must be a number"),
+    ({"symbols": []}, "symbols", "at least one symbol"),
+    ({"equity": -1.0}, "equity", "must be > 0"),
+])
+def test_bad_columns_are_named_by_field_and_row(change, field, problem):
+    with pytest.raises(BookError, match=rf"host: {field}: .*{problem}"):
+        BookArrays.from_book(_columns(**change), "host")
+
+
+def test_a_host_may_answer_stress_book_with_columns(make_runner):
+    columns = _columns()
+
+    class Host:
+        @hookimpl
+        def stress_book(self):
+            return columns
+
+    by_columns = make_runner(Host()).run_once()
+    by_positions = make_runner().run_once(book=columns.to_book())
+    assert by_columns.status == "passed" and by_columns.book_source == "plugin extra0"
+    assert by_columns.symbols.to_dict() == by_positions.symbols.to_dict()
+    assert by_columns.portfolio == by_positions.portfolio
