@@ -1,12 +1,20 @@
-"""Every environment variable the runner reads, parsed and checked in one place."""
+"""Every environment variable the runner reads, parsed and checked in one place.
+
+Plain Python, no pydantic: importing pydantic-settings (and pydantic with it) was ~80 ms of
+every ``stress-runner run``'s ~250 ms cold start, for some twenty-five scalars. Each field
+says its type, default and bounds once (``_FIELDS``); ``load_settings`` parses the
+environment by them and names the variable of the first bad value (a secret never shown).
+The object keeps the small part of the pydantic API the runtime uses: ``model_fields``,
+``model_fields_set`` and ``model_copy(update=...)``.
+"""
 
 from __future__ import annotations
 
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Literal
-
-from pydantic import Field, SecretStr, ValidationError, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from typing import Any, ClassVar, Literal
 
 from stress_plugin.core.checks import MAX_FILE_BYTES_DEFAULT
 from stress_plugin.core.errors import ConfigError
@@ -16,10 +24,33 @@ PD_EVENTS_URL_DEFAULT = "https://events.pagerduty.com/v2/enqueue"
 SECRET_VARIABLES = frozenset({"PD_ROUTING_KEY", "STRESS_API_TOKEN"})
 
 
-class Settings(BaseSettings):
-    """The runbook's variables and ours; names match the environment variables."""
+class SecretStr:
+    """A secret that never shows itself in a ``repr``, a log line or an error."""
 
-    model_config = SettingsConfigDict(case_sensitive=False, extra="ignore", frozen=True)
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def get_secret_value(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "SecretStr('**********')"
+
+    def __str__(self) -> str:
+        return "**********"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, SecretStr) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The runbook's variables and ours; names match the environment variables."""
 
     pd_routing_key: SecretStr | None = None
     """PD_ROUTING_KEY: PagerDuty Events API v2 routing key; paging is off without it."""
@@ -35,9 +66,9 @@ class Settings(BaseSettings):
     """STRESS_ENABLED: false schedules nothing (manual runs still work)."""
     market_hours_only: bool = True
     """MARKET_HOURS_ONLY: false runs every interval, around the clock."""
-    stress_max_symbols: int = Field(100, gt=0)
+    stress_max_symbols: int = 100
     """STRESS_MAX_SYMBOLS: symbols stressed per run; the largest gross notionals are kept."""
-    stress_max_runtime_ms: float = Field(50.0, gt=0)
+    stress_max_runtime_ms: float = 50.0
     """STRESS_MAX_RUNTIME_MS: runtime budget of one run; exceeding it is logged, not fatal."""
     stress_api_token: SecretStr | None = None
     """STRESS_API_TOKEN: the ``admin`` bearer token (every permission); surrounding whitespace
@@ -52,10 +83,10 @@ class Settings(BaseSettings):
     stress_trusted_proxies: str = ""
     """STRESS_TRUSTED_PROXIES: comma-separated proxy addresses whose X-Forwarded-For and
     X-Forwarded-Proto are believed; unset, forwarded headers are ignored."""
-    stress_reset_approvals: int = Field(1, ge=1, le=5)
+    stress_reset_approvals: int = 1
     """STRESS_RESET_APPROVALS: distinct operators who must approve a reset within
-    ``RESET_WINDOW`` before the halt clears (2: four eyes)."""
-    stress_max_file_bytes: int = Field(MAX_FILE_BYTES_DEFAULT, gt=0)
+    ``RESET_WINDOW`` before the halt clears (2: four eyes); 1 to 5."""
+    stress_max_file_bytes: int = MAX_FILE_BYTES_DEFAULT
     """STRESS_MAX_FILE_BYTES: largest scenario or book file read (default 64 MiB)."""
     stress_db: Path | None = None
     """STRESS_DB: SQLite file of the store; default under the user's state directory."""
@@ -65,53 +96,37 @@ class Settings(BaseSettings):
     """STRESS_SCENARIOS: extra scenario YAML files, separated by ':' (the OS path separator)."""
     stress_trace_plugins: bool = False
     """STRESS_TRACE_PLUGINS: log every plugin call with its answer and duration."""
-    stress_alert_wait_s: float = Field(10.0, ge=0)
+    stress_alert_wait_s: float = 10.0
     """STRESS_ALERT_WAIT_S: how long ``stress-runner run`` waits for its alerts to go out;
     what is still pending then goes out with the service or ``stress-runner alerts flush``."""
-    stress_alert_timeout_s: float = Field(30.0, gt=0)
+    stress_alert_timeout_s: float = 30.0
     """STRESS_ALERT_TIMEOUT_S: one sink call longer than this is abandoned and retried."""
-    stress_alert_retry_base_s: float = Field(2.0, gt=0)
+    stress_alert_retry_base_s: float = 2.0
     """STRESS_ALERT_RETRY_BASE_S: the first retry's delay; it doubles per attempt (jittered)."""
-    stress_alert_retry_max_s: float = Field(300.0, gt=0)
+    stress_alert_retry_max_s: float = 300.0
     """STRESS_ALERT_RETRY_MAX_S: the longest delay between two attempts of one delivery."""
     stress_on_failure: Literal["page", "halt"] = "page"
     """STRESS_ON_FAILURE: a failed run always pages; ``halt`` also trips the KILL_SWITCH."""
     stress_kill_mode: Literal["halt", "reduce"] = "halt"
     """STRESS_KILL_MODE: what a KILL_SWITCH asks of the host: ``halt`` (no new orders) or
     ``reduce`` (only orders that reduce a position)."""
-    stress_kill_confirm_s: float = Field(5.0, ge=0, le=60)
+    stress_kill_confirm_s: float = 5.0
     """STRESS_KILL_CONFIRM_S: how long the runner reads the host's trading state back after a
-    KILL_SWITCH or RESET before it calls the switch unconfirmed (and pages)."""
-
+    KILL_SWITCH or RESET before it calls the switch unconfirmed (and pages); 0 to 60."""
     stress_log_format: Literal["text", "json"] = "text"
     """STRESS_LOG_FORMAT: text (UTC time, logger, level, message) or json, one object a line."""
     stress_public_url: str | None = None
     """STRESS_PUBLIC_URL: the service's URL as on-call people reach it; pages link the run's
     report there when set."""
 
-    @field_validator("stress_api_token")
-    @classmethod
-    def _stripped(cls, value: SecretStr | None) -> SecretStr | None:
-        if value is None:
-            return None
-        token = value.get_secret_value().strip()
-        if not token:
-            raise ValueError("must not be empty or whitespace")
-        return SecretStr(token)
+    model_fields_set: frozenset[str] = field(default=frozenset(), repr=False, compare=False)
+    """The fields the environment set (the rest are defaults), as pydantic names it."""
+    model_fields: ClassVar[dict[str, Any]]
+    """Every setting by name (``model_fields_set`` aside), as pydantic names it."""
 
-    @field_validator("pd_events_url")
-    @classmethod
-    def _http_url(cls, value: str) -> str:
-        if not value.startswith(("http://", "https://")):
-            raise ValueError("must be an http:// or https:// URL")
-        return value
-
-    @field_validator("stress_public_url")
-    @classmethod
-    def _public_url(cls, value: str | None) -> str | None:
-        if value is None or not value.strip():
-            return None
-        return cls._http_url(value.strip()).rstrip("/")
+    def model_copy(self, *, update: Mapping[str, Any] | None = None) -> Settings:
+        """A copy with some fields replaced (unchecked, as pydantic's ``model_copy``)."""
+        return replace(self, **dict(update or {}))
 
     @property
     def allowed_hosts(self) -> list[str]:
@@ -127,8 +142,6 @@ class Settings(BaseSettings):
 
     @property
     def scenario_files(self) -> list[Path]:
-        import os
-
         return [Path(p) for p in self.stress_scenarios.split(os.pathsep) if p.strip()]
 
     @property
@@ -140,12 +153,116 @@ class Settings(BaseSettings):
         return user_state_path(DISTRIBUTION) / "stress.db"
 
 
-def load_settings() -> Settings:
-    """Read the environment now; a bad value raises ConfigError naming the variable."""
-    try:
-        return Settings()
-    except ValidationError as exc:
-        error = exc.errors()[0]
-        variable = str(error["loc"][0]).upper() if error["loc"] else "environment"
-        value = "<redacted>" if variable in SECRET_VARIABLES else error.get("input")
-        raise ConfigError("environment", variable, value, error["msg"]) from None
+Settings.model_fields = {f.name: f for f in fields(Settings) if f.name != "model_fields_set"}
+
+
+# -- parsing: one parser per field, each raising ValueError with what the value must be -------
+
+_TRUE = {"1", "on", "t", "true", "y", "yes"}
+_FALSE = {"0", "off", "f", "false", "n", "no"}
+
+
+def _bool(text: str) -> bool:
+    word = text.strip().lower()
+    if word in _TRUE or word in _FALSE:
+        return word in _TRUE
+    raise ValueError("must be a boolean (true/false, yes/no, on/off, 1/0)")
+
+
+def _number(kind: type[int] | type[float], low: float | None = None, high: float | None = None,
+            *, strict_low: bool = False) -> Callable[[str], Any]:
+    """A parser for an int or float within [low, high] (``strict_low``: above low)."""
+    name = "an integer" if kind is int else "a number"
+
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text.strip())
+        except ValueError:
+            raise ValueError(f"must be {name}") from None
+        if low is not None and not (value > low if strict_low else value >= low):
+            raise ValueError(f"must be {'>' if strict_low else '>='} {low:g}")
+        if high is not None and not value <= high:
+            raise ValueError(f"must be <= {high:g}")
+        return value
+
+    return parse
+
+
+def _choice(*allowed: str) -> Callable[[str], str]:
+    def parse(text: str) -> str:
+        if text not in allowed:
+            raise ValueError(f"must be one of {', '.join(allowed)}")
+        return text
+
+    return parse
+
+
+def _http_url(text: str) -> str:
+    if not text.startswith(("http://", "https://")):
+        raise ValueError("must be an http:// or https:// URL")
+    return text
+
+
+def _public_url(text: str) -> str | None:
+    if not text.strip():
+        return None
+    return _http_url(text.strip()).rstrip("/")
+
+
+def _token(text: str) -> SecretStr:
+    token = text.strip()
+    if not token:
+        raise ValueError("must not be empty or whitespace")
+    return SecretStr(token)
+
+
+_FIELDS: dict[str, Callable[[str], Any]] = {
+    "pd_routing_key": SecretStr,
+    "pd_events_url": _http_url,
+    "pd_auto_resolve": _bool,
+    "pd_runbook_url": str,
+    "pd_dashboard_url": str,
+    "stress_enabled": _bool,
+    "market_hours_only": _bool,
+    "stress_max_symbols": _number(int, 0, strict_low=True),
+    "stress_max_runtime_ms": _number(float, 0, strict_low=True),
+    "stress_api_token": _token,
+    "stress_api_tokens_file": Path,
+    "stress_allowed_hosts": str,
+    "stress_trusted_proxies": str,
+    "stress_reset_approvals": _number(int, 1, 5),
+    "stress_max_file_bytes": _number(int, 0, strict_low=True),
+    "stress_db": Path,
+    "stress_disable_plugins": str,
+    "stress_scenarios": str,
+    "stress_trace_plugins": _bool,
+    "stress_alert_wait_s": _number(float, 0),
+    "stress_alert_timeout_s": _number(float, 0, strict_low=True),
+    "stress_alert_retry_base_s": _number(float, 0, strict_low=True),
+    "stress_alert_retry_max_s": _number(float, 0, strict_low=True),
+    "stress_on_failure": _choice("page", "halt"),
+    "stress_kill_mode": _choice("halt", "reduce"),
+    "stress_kill_confirm_s": _number(float, 0, 60),
+    "stress_log_format": _choice("text", "json"),
+    "stress_public_url": _public_url,
+}
+"""How each variable's text becomes its value."""
+if set(_FIELDS) != set(Settings.model_fields):  # one parser per field, or the import fails
+    raise ImportError(f"settings without a parser: {set(Settings.model_fields) ^ set(_FIELDS)}")
+
+
+def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
+    """Read the environment now (variable names in any case); a bad value raises ConfigError
+    naming the variable."""
+    given = {name.lower(): value for name, value in (os.environ if environ is None
+                                                     else environ).items()}
+    values: dict[str, Any] = {}
+    for name, parse in _FIELDS.items():
+        if name in given:
+            try:
+                values[name] = parse(given[name])
+            except ValueError as exc:
+                variable = name.upper()
+                shown = "<redacted>" if variable in SECRET_VARIABLES else given[name]
+                raise ConfigError("environment", variable, shown, str(exc)) from None
+    return Settings(**values, model_fields_set=frozenset(values))
