@@ -334,6 +334,9 @@ class Store:
         self._full_sync = True
         """Whether the connection is at synchronous=FULL (set only when it changes)."""
         self._checkpointer: _Checkpointer | None = None
+        self._last_names: tuple[Any, str] = ((), "[]")
+        """The symbols of the last run saved and their JSON: the next run's are most often
+        the same (1,000,000 names: ~90 ms of JSON saved for a ~10 ms comparison)."""
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._conn = sqlite3.connect(
@@ -527,6 +530,19 @@ class Store:
 
     # -- runs ---------------------------------------------------------------------------------
 
+    def _names_json(self, names: Any) -> str:
+        """The JSON list of ``names`` (a list, or a numpy array of str), from the last run's
+        when they are the same symbols in the same order."""
+        import numpy as np
+
+        last, text = self._last_names
+        if len(last) == len(names) and (last is names or bool(np.array_equal(
+                np.asarray(last, dtype=object), np.asarray(names, dtype=object)))):
+            return text
+        text = _json(names.tolist() if hasattr(names, "tolist") else list(names))
+        self._last_names = (names, text)
+        return text
+
     def save_run(self, result: StressResult, *, trigger: str, prices: Any,
                  scheduled_for: str | None = None, sinks: Sequence[str] = (),
                  paths: PathInputs | None = None) -> StressResult:
@@ -547,6 +563,7 @@ class Store:
         import numpy as np  # here, not at import: the alerts commands need no numpy
 
         names, columns = _symbol_columns(result)
+        names_json = self._names_json(names)
         price_blob = b"" if prices is None else np.asarray(prices, dtype=np.float64).tobytes()
         now = utc_now()
         # a run with deliveries must survive a power cut with them: full fsync then (inside a
@@ -561,7 +578,7 @@ class Store:
             row = (result.run_id, result.timestamp, result.scenario, result.status,
                    result.failure, trigger, scheduled_for, result.breach_count,
                    int(result.kill_switch), result.headroom, result.runtime_ms,
-                   _json(result.to_dict(symbols=False)), _json(names),
+                   _json(result.to_dict(symbols=False)), names_json,
                    columns.tobytes(), price_blob, breach, failure)
             conn.execute(_INSERT_RUN, row)
             if sinks:
@@ -576,7 +593,7 @@ class Store:
                     " coefficients) VALUES (?, ?, ?, ?, ?, ?)",
                     (result.run_id, paths.step_sec, paths.equity, paths.book_var,
                      np.asarray(paths.profile, dtype=np.float64).tobytes(),
-                     np.stack([c.a, c.b, c.c0, c.e]).astype(np.float64).tobytes()))
+                     np.stack([c.a, c.b, c.c0, c.e]).astype(np.float64, copy=False).tobytes()))
         if self._checkpointer is not None:  # runs are most of the writes: they pace checkpoints
             self._checkpointer.wake()
         return result
@@ -898,8 +915,9 @@ def utc_in(seconds: float) -> str:
     return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def _symbol_columns(result: StressResult) -> tuple[list[str], np.ndarray]:
-    """The symbol names and a (SYMBOL_COLUMNS x symbols) float64 array; NaN for no VaR."""
+def _symbol_columns(result: StressResult) -> tuple[Any, np.ndarray]:
+    """The symbol names (a list or a numpy array) and a (SYMBOL_COLUMNS x symbols) float64
+    array; NaN for no VaR."""
     import numpy as np
 
     if isinstance(result.symbols, SymbolMetrics):
@@ -911,7 +929,6 @@ def _symbol_columns(result: StressResult) -> tuple[list[str], np.ndarray]:
                    for field in SYMBOL_COLUMNS]
     array = np.array([[np.nan if v is None else v for v in c] if isinstance(c, list) else c
                       for c in columns], dtype=np.float64).reshape(len(SYMBOL_COLUMNS), -1)
-    names = names.tolist() if hasattr(names, "tolist") else list(names)
     return names, array
 
 

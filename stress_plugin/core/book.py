@@ -321,13 +321,19 @@ def _all_symbols(names: list[str]) -> bool:
     """``SYMBOL_RULE`` for every name at once, in C loops (100,000 names: a few ms): one
     joined text whose bytes, less the allowed ones, must be just the separators; no empty
     name (two separators together), none too long, spaces only single and inside."""
-    if not names or max(map(len, names)) > MAX_SYMBOL_LEN:
+    if not names:
         return False
-    joined = "\n".join(names)
+    joined = "\n".join(names)  # a name that is no str raises TypeError here
     if not joined or not joined.isascii() or joined.count("\n") != len(names) - 1:
         return False
-    if joined.encode("ascii").translate(None, _SYMBOL_BYTES) != b"\n" * (len(names) - 1):
+    data = joined.encode("ascii")
+    if data.translate(None, _SYMBOL_BYTES) != b"\n" * (len(names) - 1):
         return False
+    if len(data) > MAX_SYMBOL_LEN:  # the longest name: the widest gap between separators
+        ends = np.flatnonzero(np.frombuffer(data, np.uint8) == 10)
+        widest = np.diff(ends, prepend=-1, append=len(data)).max() - 1
+        if widest > MAX_SYMBOL_LEN:
+            return False
     if "\n\n" in joined or joined[0] == "\n" or joined[-1] == "\n":
         return False
     return " " not in joined or not (" \n" in joined or "\n " in joined or "  " in joined

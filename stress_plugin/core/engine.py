@@ -143,17 +143,22 @@ def first_breach_scale(coef: Coefficients, grid: np.ndarray, max_loss: np.ndarra
 
 
 def _smallest_negative_root(A: np.ndarray, G: np.ndarray, K: np.ndarray) -> np.ndarray:
-    """Infimum of {lam >= 0 : G lam^2 + A lam + K < 0}, elementwise (inf if empty)."""
+    """Infimum of {lam >= 0 : G lam^2 + A lam + K < 0}, elementwise (inf if empty).
+
+    The concave branch (G < 0: short gamma) is computed only when some row has it: a book of
+    futures and long options skips a third of the passes over its columns."""
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         disc = A * A - 4.0 * G * K
         root_disc = np.sqrt(np.maximum(disc, 0.0))
         near = 2.0 * K / (root_disc - A)  # the smaller root when A < 0, no cancellation
-        far = (A + root_disc) / (-2.0 * G)  # the positive root when G < 0 and A > 0
-        convex = np.where((A < 0) & ((G == 0) | (disc > 0)), near, np.inf)
-        concave = np.where(A > 0, far, np.where(K == 0, 0.0, near))
-        lam = np.where(G < 0, concave, convex)
-    lam = np.where(K < 0, 0.0, lam)  # already beyond the limit before any shock
-    return np.where(np.isnan(lam), np.inf, lam)
+        lam = np.where((A < 0) & ((G == 0) | (disc > 0)), near, np.inf)  # G >= 0: convex
+        concave = G < 0
+        if concave.any():
+            far = (A + root_disc) / (-2.0 * G)  # the positive root when G < 0 and A > 0
+            lam = np.where(concave, np.where(A > 0, far, np.where(K == 0, 0.0, near)), lam)
+    lam[K < 0] = 0.0  # already beyond the limit before any shock
+    lam[np.isnan(lam)] = np.inf
+    return lam
 
 
 def stress(
