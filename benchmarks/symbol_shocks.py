@@ -59,7 +59,7 @@ def main() -> None:
     for label, chosen in scenarios:
         same = timed(lambda c=chosen: runner.run_once(book=book, scenario=c), args.repeat)
         fresh = []
-        for i in range(3):  # new symbols each time: nothing remembered
+        for i in range(1 if args.quick else 3):  # new symbols each time: nothing remembered
             renamed = host.snapshot()
             renamed = type(renamed)(**{**{f: getattr(renamed, f) for f in (
                 "equity", "var", "quantity", "price", "spread", "multiplier", "position_var",

@@ -12,9 +12,12 @@ from helpers import ROOT
 
 
 @pytest.mark.parametrize(("script", "headings"), [
-    ("run_once.py", ["| symbols | run_once p50 |", "| 1,000 |", "Peak memory of one run"]),
+    ("run_once.py", ["| symbols | full p50 |", "| 1,000 |", "x loop", "x numpy"]),
     ("trading_loop.py", ["| symbols | idle p50 |", "| 100 |", "| positions | p50 |"]),
     ("cold_start.py", ["| `stress-runner run --json` |", "exit code 0", ": none."]),
+    ("contention.py", ["| symbols | quiet | busy |", "| 100 |"]),
+    ("big_book.py", ["10,000 symbols as BookColumns", "Breaches: 0 (passed)"]),
+    ("symbol_shocks.py", ["| 1,000 exact symbols |", "| 1,000 glob patterns |"]),
 ])
 def test_benchmark_runs_in_quick_mode(script, headings):
     out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), "--quick"],
