@@ -35,6 +35,7 @@ from common import (
     timed,
 )
 
+from stress_plugin.runner import RESPONSIVE
 from stress_plugin.service.service import StressService
 from stress_plugin.settings import load_settings
 from stress_plugin.store import Store
@@ -122,7 +123,8 @@ def main() -> None:
 
     rows = [measure(n, args.seconds, args.hz, args.gc_freeze) for n in args.sizes]
     print(f"### Trading loop: 1 ms ticks, lag in ms, without and with runs at {args.hz:g} Hz\n")
-    print(f"Machine: {machine()}; switch interval {sys.getswitchinterval() * 1000:g} ms; "
+    print(f"Machine: {machine()}; switch interval {sys.getswitchinterval() * 1000:g} ms, "
+          f"{min(sys.getswitchinterval(), RESPONSIVE.interval_s) * 1000:g} ms during runs; "
           f"{args.seconds:g} s per phase; gc.freeze(): {'yes' if args.gc_freeze else 'no'}\n")
     print(table(["symbols", "idle p50", "idle p99", "idle max", "runs p50", "runs p99",
                  "runs max", "added p99", "runs", "run ms p50"], rows))

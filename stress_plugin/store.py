@@ -564,7 +564,9 @@ class Store:
 
         names, columns = _symbol_columns(result)
         names_json = self._names_json(names)
-        price_blob = b"" if prices is None else np.asarray(prices, dtype=np.float64).tobytes()
+        # blobs as views of the arrays (no copy: SQLite reads the buffer; 80 MB less at the
+        # peak of a 1,000,000-symbol run)
+        price_blob = b"" if prices is None else _blob(np.asarray(prices, dtype=np.float64))
         now = utc_now()
         # a run with deliveries must survive a power cut with them: full fsync then (inside a
         # caller's transaction the caller's commit decides)
@@ -579,7 +581,7 @@ class Store:
                    result.failure, trigger, scheduled_for, result.breach_count,
                    int(result.kill_switch), result.headroom, result.runtime_ms,
                    _json(result.to_dict(symbols=False)), names_json,
-                   columns.tobytes(), price_blob, breach, failure)
+                   _blob(columns), price_blob, breach, failure)
             conn.execute(_INSERT_RUN, row)
             if sinks:
                 conn.executemany(
@@ -593,7 +595,7 @@ class Store:
                     " coefficients) VALUES (?, ?, ?, ?, ?, ?)",
                     (result.run_id, paths.step_sec, paths.equity, paths.book_var,
                      np.asarray(paths.profile, dtype=np.float64).tobytes(),
-                     np.stack([c.a, c.b, c.c0, c.e]).astype(np.float64, copy=False).tobytes()))
+                     _blob(np.stack([c.a, c.b, c.c0, c.e]).astype(np.float64, copy=False))))
         if self._checkpointer is not None:  # runs are most of the writes: they pace checkpoints
             self._checkpointer.wake()
         return result
@@ -930,6 +932,13 @@ def _symbol_columns(result: StressResult) -> tuple[Any, np.ndarray]:
     array = np.array([[np.nan if v is None else v for v in c] if isinstance(c, list) else c
                       for c in columns], dtype=np.float64).reshape(len(SYMBOL_COLUMNS), -1)
     return names, array
+
+
+def _blob(array: np.ndarray) -> memoryview | bytes:
+    """The bytes of a float64 array as SQLite reads a blob, without copying them."""
+    import numpy as np
+
+    return memoryview(np.ascontiguousarray(array)).cast("B") if array.size else b""
 
 
 def _json(value: Any) -> str:
