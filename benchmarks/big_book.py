@@ -1,6 +1,7 @@
-"""A 1,000,000-symbol book end to end: the host's snapshot as ``BookColumns`` (its numpy arrays
-copied), the full run (validation, engine, evaluator, SQLite store, ``Metrics.observe_run``)
-and the peak memory of one run; beside it the snapshot of the same book as ``Position``s.
+"""A 1,000,000-symbol book end to end: the host's snapshot as ``BookColumns`` (its numpy
+arrays copied), the full run (validation, engine, evaluator, SQLite store,
+``PrometheusMetrics.observe_run``) and the peak memory of one run; beside it the snapshot of
+the same book as ``Position``s.
 
 The host keeps its positions as arrays (``common.ArrayHost``) and answers ``stress_book`` with
 copies; the runner copies once more, so nothing it holds changes under it. The book is
@@ -29,7 +30,7 @@ from common import (
     timed,
 )
 
-from stress_plugin.service.metrics import Metrics
+from stress_plugin.service.metrics import PrometheusMetrics
 
 
 def main() -> None:
@@ -46,7 +47,7 @@ def main() -> None:
     host = lists.arrays()
     store, folder = temp_store()
     runner = make_runner(store)
-    metrics = Metrics()
+    metrics = PrometheusMetrics()
 
     def full_run():
         result = runner.run_once(book=host.snapshot(), scenario=SCENARIO)
