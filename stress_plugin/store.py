@@ -938,7 +938,7 @@ def _blob(array: np.ndarray) -> memoryview | bytes:
     """The bytes of a float64 array as SQLite reads a blob, without copying them."""
     import numpy as np
 
-    return memoryview(np.ascontiguousarray(array)).cast("B") if array.size else b""
+    return np.ascontiguousarray(array).data.cast("B") if array.size else b""
 
 
 def _json(value: Any) -> str:
