@@ -53,12 +53,13 @@ async def _ticks(seconds: float) -> list[float]:
     return lags
 
 
-def _service(n: int, folder: str) -> StressService:
+def _service(n: int, folder: str, columns: bool) -> StressService:
     os.environ["STRESS_DB"] = str(Path(folder) / "stress.db")
     os.environ["STRESS_MAX_SYMBOLS"] = str(max(n, 100))
     settings = load_settings()
     plugins = make_plugins()
-    plugins.register(synthetic_book(n), "trading_host")  # stress_book: a snapshot per run
+    host = synthetic_book(n)  # stress_book: a snapshot per run, as Positions or as arrays
+    plugins.register(host.arrays() if columns else host, "trading_host")
     return StressService(settings, plugins=plugins, store=Store(settings.db_path))
 
 
@@ -75,9 +76,9 @@ def _fire(service: StressService, hz: float, stop: threading.Event, runs: list[f
         stop.wait(max(0.0, next_at - time.perf_counter()))
 
 
-def measure(n: int, seconds: float, hz: float, freeze: bool) -> list[str]:
+def measure(n: int, seconds: float, hz: float, freeze: bool, columns: bool) -> list[str]:
     with tempfile.TemporaryDirectory(prefix="stress-bench-") as folder:
-        service = _service(n, folder)
+        service = _service(n, folder, columns)
         for _ in range(5):  # warm up: first-call imports and caches
             service.run(trigger="manual")
         if freeze:  # what exists now is never collected: a full GC pass stays short
@@ -113,6 +114,8 @@ def main() -> None:
                              f"(default Python's {sys.getswitchinterval():g})")
     parser.add_argument("--gc-freeze", action="store_true",
                         help="gc.freeze() after start-up, as a latency-minded host would")
+    parser.add_argument("--columns", action="store_true",
+                        help="the host answers stress_book with BookColumns (its arrays copied)")
     parser.add_argument("--quick", action="store_true", help="tiny sizes, 1 s phases (CI)")
     args = parser.parse_args()
     if args.quick:
@@ -121,11 +124,12 @@ def main() -> None:
         sys.setswitchinterval(args.switch_interval)
     quiet_warnings()
 
-    rows = [measure(n, args.seconds, args.hz, args.gc_freeze) for n in args.sizes]
+    rows = [measure(n, args.seconds, args.hz, args.gc_freeze, args.columns) for n in args.sizes]
     print(f"### Trading loop: 1 ms ticks, lag in ms, without and with runs at {args.hz:g} Hz\n")
     print(f"Machine: {machine()}; switch interval {sys.getswitchinterval() * 1000:g} ms, "
           f"{min(sys.getswitchinterval(), RESPONSIVE.interval_s) * 1000:g} ms during runs; "
-          f"{args.seconds:g} s per phase; gc.freeze(): {'yes' if args.gc_freeze else 'no'}\n")
+          f"{args.seconds:g} s per phase; gc.freeze(): {'yes' if args.gc_freeze else 'no'}; "
+          f"the host's book as {'BookColumns' if args.columns else 'Positions'}\n")
     print(table(["symbols", "idle p50", "idle p99", "idle max", "runs p50", "runs p99",
                  "runs max", "added p99", "runs", "run ms p50"], rows))
 
