@@ -248,7 +248,9 @@ class StressRunner:
                   ) -> list[StressResult]:
         started = time.perf_counter()
         arrays: BookArrays | None = None
-        source, skipped, failure = None, (), None
+        source: str | None = None
+        skipped: tuple[str, ...] = ()
+        failure: RunFailure | None = None
         try:
             arrays, source = self._book(book)
             if symbols:
@@ -282,7 +284,8 @@ class StressRunner:
             # the store gives each run its episode (per scenario, in store order)
             stored.append(self.store.save_run(
                 result, trigger=trigger, scheduled_for=scheduled_for, sinks=sinks,
-                prices=arrays.price if result.portfolio is not None else None,
+                prices=arrays.price if arrays is not None and result.portfolio is not None
+                else None,
                 paths=paths[result.run_id] if result.portfolio is not None else None))
         if sinks and self.deliver_in_background:
             self.deliveries.start()
@@ -543,7 +546,7 @@ def _suggest(missing: Sequence[str], names: Sequence[str], listed: int = 20) -> 
     """Close matches (ignoring case) of each unknown symbol, and the book's symbols if few."""
     import difflib
 
-    by_fold = {}
+    by_fold: dict[str, str] = {}
     for name in names:
         by_fold.setdefault(name.casefold(), name)
     hints = []

@@ -24,9 +24,11 @@ import pluggy
 
 from stress_hookspecs.types import (
     LIMIT_NAMES,
+    ArrayLike,
     Book,
     BookColumns,
     Breach,
+    Column,
     Delivery,
     DeliveryDeferred,
     DeliveryRejected,
@@ -56,9 +58,11 @@ hookimpl = pluggy.HookimplMarker(PROJECT_NAME)
 __all__ = [
     "LIMIT_NAMES",
     "PROJECT_NAME",
+    "ArrayLike",
     "Book",
     "BookColumns",
     "Breach",
+    "Column",
     "Delivery",
     "DeliveryDeferred",
     "DeliveryRejected",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal, get_args
+from typing import Any, Literal, Protocol, get_args
 
 RunStatus = Literal["passed", "breached", "failed"]
 """How a run ended: within limits, over a limit, or not checked at all (never a pass)."""
@@ -180,6 +180,23 @@ class Metrics:
                 "headroom": self.headroom}
 
 
+class ArrayLike(Protocol):
+    """A column that is not a list: anything with ``len()`` and ``tolist()`` (a numpy array),
+    so the contract needs no numpy.
+
+    .. versionadded:: 0.2"""
+
+    def __len__(self) -> int: ...
+
+    def __getitem__(self, index: int, /) -> Any: ...
+
+    def tolist(self) -> Any: ...
+
+
+Column = Sequence[Any] | ArrayLike
+"""One value per symbol, in book order: a list, or an array."""
+
+
 class SymbolMetrics(Mapping[str, Metrics]):
     """The per-symbol metrics of a run held as named columns, read like a
     ``dict[str, Metrics]``.
@@ -201,9 +218,8 @@ class SymbolMetrics(Mapping[str, Metrics]):
     FIELDS = ("worst_pnl", "drawdown_pct", "var_ratio", "delta_change", "headroom")
     """The metric columns, in ``Metrics``' field order."""
 
-    def __init__(self, symbols: Sequence[str], worst_pnl: Sequence[float],
-                 drawdown_pct: Sequence[float], var_ratio: Sequence[float | None],
-                 delta_change: Sequence[float], headroom: Sequence[float]) -> None:
+    def __init__(self, symbols: Column, worst_pnl: Column, drawdown_pct: Column,
+                 var_ratio: Column, delta_change: Column, headroom: Column) -> None:
         self.symbols = symbols
         self.worst_pnl = worst_pnl
         """Lowest P&L per symbol, currency."""

@@ -125,9 +125,9 @@ class BookArrays:
 
     def take(self, index: np.ndarray) -> BookArrays:
         """The positions at ``index``, in that order."""
-        return BookArrays(
-            *(column[index] for column in self._columns()), self.equity, self.book_var
-        )
+        return BookArrays(self.symbols[index], self.quantity[index], self.price[index],
+                          self.spread[index], self.multiplier[index], self.var[index],
+                          self.delta[index], self.gamma[index], self.equity, self.book_var)
 
     def _columns(self) -> tuple[np.ndarray, ...]:
         return (self.symbols, self.quantity, self.price, self.spread, self.multiplier,

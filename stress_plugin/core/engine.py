@@ -114,9 +114,10 @@ def worst_pnl(coef: Coefficients, grid: np.ndarray) -> np.ndarray:
     b, c0 = coef.b, coef.c0
 
     def at(g: float | np.ndarray) -> np.ndarray:
-        return linear * g + b * g * g - c0
+        value: np.ndarray = linear * g + b * g * g - c0
+        return value
 
-    worst = np.minimum(at(float(grid[0])), at(float(grid[-1])))
+    worst: np.ndarray = np.minimum(at(float(grid[0])), at(float(grid[-1])))
     convex = b > 0
     if len(grid) > 2 and convex.any():
         with np.errstate(divide="ignore", invalid="ignore"):
@@ -238,8 +239,9 @@ def pnl_paths(coef: Coefficients, profile: np.ndarray, scale: float = 1.0) -> np
     """Each row's P&L at every grid point (rows x points, the profile in time order) with the
     price shocks scaled by ``scale``: model.md's pnl(t), for the report's P&L-path chart."""
     g = np.asarray(profile, dtype=np.float64)[None, :]
-    return (scale * coef.a[:, None] * g + scale * scale * coef.b[:, None] * g * g
-            - coef.c0[:, None] - coef.e[:, None] * g)
+    paths: np.ndarray = (scale * coef.a[:, None] * g + scale * scale * coef.b[:, None] * g * g
+                         - coef.c0[:, None] - coef.e[:, None] * g)
+    return paths
 
 
 def worst_pnl_by_scale(coef: Coefficients, profile: np.ndarray, scales: np.ndarray
@@ -250,4 +252,5 @@ def worst_pnl_by_scale(coef: Coefficients, profile: np.ndarray, scales: np.ndarr
     lam = np.asarray(scales, dtype=np.float64)[None, :, None]
     pnl = (lam * coef.a[:, None, None] * g + lam * lam * coef.b[:, None, None] * g * g
            - coef.c0[:, None, None] - coef.e[:, None, None] * g)
-    return pnl.min(axis=2)
+    worst: np.ndarray = pnl.min(axis=2)
+    return worst

@@ -8,7 +8,7 @@ the API renders it in a worker thread, never on the event loop.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -16,6 +16,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from stress_hookspecs import StressResult, SymbolMetrics
+from stress_hookspecs.types import Column
 from stress_plugin.core.errors import FAILURE_REASONS
 
 RUNTIME_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075,
@@ -172,8 +173,8 @@ class PrometheusMetrics:
                              [m["headroom"] for m in symbols.values()])
 
     def _latest(self, scenario: str, when: float,
-                breaches: list[tuple[str, str, float, float]], names: Sequence[str],
-                worst: Sequence[float], headroom: Sequence[float]) -> None:
+                breaches: list[tuple[str, str, float, float]], names: Column,
+                worst: Column, headroom: Column) -> None:
         """The breach episode, breach and per-symbol series of a scenario's latest run,
         replacing the previous run's (a symbol no longer among them leaves no stale series)."""
         import numpy as np
