@@ -1,14 +1,16 @@
 """Prometheus metrics, in a registry of their own (nothing is added to the global one).
 
-Runs update their series as they happen; the state gauges (the halt, the next slot, the
-scheduler's counts, the outbox) are read when Prometheus scrapes, from cheap reads the service
-supplies, so nothing refreshes them and a scrape sees the store as it is. The scrape does I/O:
-the API renders it in a worker thread, never on the event loop.
+Runs update their counters as they happen and hand over their latest series by reference; those
+series and the state gauges (the halt, the next slot, the scheduler's counts, the outbox) are
+made when Prometheus scrapes, from the kept run and cheap reads the service supplies, so nothing
+refreshes them, a run pays nothing for them, and a scrape sees the store as it is. The scrape
+does I/O: the API renders it in a worker thread, never on the event loop.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -77,27 +79,9 @@ class PrometheusMetrics:
         self.halted = Gauge("stress_halted", "1 while trading is halted by a KILL_SWITCH.",
                             registry=r)
         self.halted.set_function(lambda: 1.0 if self._halted() else 0.0)
-        self.breach_active = Gauge(
-            "stress_breach_active", "1 while the latest run of the scenario breached (the "
-            "breach episode, which the runner's page covers); 0 after a passing run.",
-            ["scenario"], registry=r)
-        self.breach_value = Gauge(
-            "stress_breach_value", "A breach of the latest run of the scenario: the metric's "
-            "value (the most exceeded limits, at most 100).", ["scenario", "symbol", "limit"],
-            registry=r)
-        self.breach_threshold = Gauge(
-            "stress_breach_threshold", "The limit that stress_breach_value exceeded.",
-            ["scenario", "symbol", "limit"], registry=r)
-        self.breach_time = Gauge(
-            "stress_breach_timestamp_seconds", "When the run that found the breach ran, unix "
-            "seconds.", ["scenario", "symbol", "limit"], registry=r)
-        self.symbol_loss = Gauge(
-            "stress_symbol_loss", "Loss (max(0, -worst P&L), currency) of a symbol in the latest "
-            "run of the scenario: the 100 largest losses.", ["scenario", "symbol"], registry=r)
-        self.symbol_headroom = Gauge(
-            "stress_symbol_headroom_ratio", "Headroom of a symbol in the latest run of the "
-            "scenario (the symbols of stress_symbol_loss).", ["scenario", "symbol"], registry=r)
-        self._latest_labels: dict[str, tuple[list[tuple[str, str]], list[str]]] = {}
+        self._latest: dict[str, _Latest] = {}
+        """Per scenario, its latest completed run's series (rendered at scrape time)."""
+        self._scenarios: list[str] = []
         self._halted: Callable[[], bool] = lambda: False
         self._next_run: Callable[[], datetime | None] = lambda: None
         self.scheduler_counts: Callable[[], dict[str, int]] = dict
@@ -105,6 +89,7 @@ class PrometheusMetrics:
         self.sinks: list[str] = []
         r.register(_SchedulerCollector(self))
         r.register(_OutboxCollector(self))
+        r.register(_LatestRunCollector(self))
 
     def read_at_scrape(self, *, halted: Callable[[], bool],
                        next_run: Callable[[], datetime | None],
@@ -151,9 +136,10 @@ class PrometheusMetrics:
             names = list(result.symbols)
             worst = [m.worst_pnl for m in result.symbols.values()]
             headroom = [m.headroom for m in result.symbols.values()]
-        self._latest(result.scenario, _unix(result.timestamp),
-                     [(b.symbol, b.limit, b.value, b.threshold) for b in result.breaches],
-                     names, worst, headroom)
+        self._latest[result.scenario] = _Latest(
+            _unix(result.timestamp),
+            [(b.symbol, b.limit, b.value, b.threshold) for b in result.breaches],
+            names, worst, headroom)
 
     def restore(self, latest_runs: list[dict[str, Any]]) -> None:
         """Gauges of the last stored runs, so a restart does not read as 'never ran'; each
@@ -166,48 +152,12 @@ class PrometheusMetrics:
             result = run.get("result")
             if result is not None:
                 symbols = result["symbols"]
-                self._latest(run["scenario"], _unix(run["timestamp"]),
-                             [(b["symbol"], b["limit"], b["value"], b["threshold"])
-                              for b in result["breaches"]], list(symbols),
-                             [m["worst_pnl"] for m in symbols.values()],
-                             [m["headroom"] for m in symbols.values()])
-
-    def _latest(self, scenario: str, when: float,
-                breaches: list[tuple[str, str, float, float]], names: Column,
-                worst: Column, headroom: Column) -> None:
-        """The breach episode, breach and per-symbol series of a scenario's latest run,
-        replacing the previous run's (a symbol no longer among them leaves no stale series)."""
-        import numpy as np
-
-        old_breaches, old_symbols = self._latest_labels.get(scenario, ([], []))
-        self.breach_active.labels(scenario).set(1 if breaches else 0)
-        # most exceeded first; an identical label set (two evaluators) is kept once
-        ranked = sorted(breaches, key=lambda b: -(b[2] / b[3]) if b[3] else 0.0)
-        kept: dict[tuple[str, str], tuple[float, float]] = {}
-        for symbol, limit, value, threshold in ranked:
-            if len(kept) < BREACH_SERIES:
-                kept.setdefault((symbol, limit), (value, threshold))
-        for (symbol, limit), (value, threshold) in kept.items():
-            self.breach_value.labels(scenario, symbol, limit).set(value)
-            self.breach_threshold.labels(scenario, symbol, limit).set(threshold)
-            self.breach_time.labels(scenario, symbol, limit).set(when)
-        name_list = names.tolist() if hasattr(names, "tolist") else list(names)
-        worst_array = np.asarray(worst, dtype=np.float64)
-        headroom_list = np.asarray(headroom, dtype=np.float64).tolist()
-        order = np.argsort(worst_array, kind="stable")[:SYMBOL_SERIES].tolist()
-        for i in order:
-            self.symbol_loss.labels(scenario, name_list[i]).set(max(0.0, -worst_array[i]))
-            self.symbol_headroom.labels(scenario, name_list[i]).set(headroom_list[i])
-        shown = [name_list[i] for i in order]
-        # only the series this run no longer has go: removing and re-adding the ones it keeps
-        # cost ~3 ms a run at 100 symbols
-        for symbol, limit in set(old_breaches) - set(kept):
-            for gauge in (self.breach_value, self.breach_threshold, self.breach_time):
-                gauge.remove(scenario, symbol, limit)
-        for symbol in set(old_symbols) - set(shown):
-            self.symbol_loss.remove(scenario, symbol)
-            self.symbol_headroom.remove(scenario, symbol)
-        self._latest_labels[scenario] = (list(kept), shown)
+                self._latest[run["scenario"]] = _Latest(
+                    _unix(run["timestamp"]),
+                    [(b["symbol"], b["limit"], b["value"], b["threshold"])
+                     for b in result["breaches"]], list(symbols),
+                    [m["worst_pnl"] for m in symbols.values()],
+                    [m["headroom"] for m in symbols.values()])
 
     def plugin_error(self, plugin: str) -> None:
         self.plugin_errors.labels(plugin).inc()
@@ -217,14 +167,13 @@ class PrometheusMetrics:
 
     def declare(self, scenarios: list[str], plugins: list[str], sinks: list[str]) -> None:
         """Create the known label sets at 0, so a first increment shows in ``increase()``."""
+        self._scenarios = list(scenarios)
         for scenario in scenarios:
             self.breaches.labels(scenario)
             for reason in FAILURE_REASONS:
                 self.failed_runs.labels(scenario, reason)
             for trigger in ("schedule", "manual"):
                 self.runs.labels(scenario, trigger)
-            if scenario not in self._latest_labels:
-                self.breach_active.labels(scenario).set(0)
         for plugin in plugins:
             self.plugin_errors.labels(plugin)
         self.sinks = list(sinks)
@@ -235,6 +184,76 @@ class PrometheusMetrics:
     def render(self) -> bytes:
         """The exposition text; reads the store, so call it off the event loop."""
         return generate_latest(self.registry)
+
+
+@dataclass(frozen=True, slots=True)
+class _Latest:
+    """What a scenario's latest completed run shows: kept by reference when the run ends
+    (nothing sorted or labelled on the run's path), rendered when Prometheus scrapes."""
+
+    when: float
+    breaches: list[tuple[str, str, float, float]]
+    names: Column
+    worst: Column
+    headroom: Column
+
+
+class _LatestRunCollector:
+    """The latest run's series per scenario, made at scrape time: ``stress_breach_active``,
+    the most exceeded breaches (``stress_breach_value``, ``_threshold``, ``_timestamp_seconds``,
+    at most ``BREACH_SERIES``) and the largest losses (``stress_symbol_loss``,
+    ``stress_symbol_headroom_ratio``, at most ``SYMBOL_SERIES``). Only the latest run's
+    symbols are ever shown: a symbol it no longer has leaves no stale series."""
+
+    def __init__(self, metrics: PrometheusMetrics) -> None:
+        self.metrics = metrics
+
+    def collect(self) -> Iterator[Metric]:
+        import numpy as np
+
+        latest = dict(self.metrics._latest)  # a copy: runs may end while this renders
+        breach = ["scenario", "symbol", "limit"]
+        active = GaugeMetricFamily(
+            "stress_breach_active", "1 while the latest run of the scenario breached (the "
+            "breach episode, which the runner's page covers); 0 after a passing run.",
+            labels=["scenario"])
+        value = GaugeMetricFamily(
+            "stress_breach_value", "A breach of the latest run of the scenario: the metric's "
+            "value (the most exceeded limits, at most 100).", labels=breach)
+        threshold = GaugeMetricFamily(
+            "stress_breach_threshold", "The limit that stress_breach_value exceeded.",
+            labels=breach)
+        when = GaugeMetricFamily(
+            "stress_breach_timestamp_seconds", "When the run that found the breach ran, unix "
+            "seconds.", labels=breach)
+        loss = GaugeMetricFamily(
+            "stress_symbol_loss", "Loss (max(0, -worst P&L), currency) of a symbol in the latest "
+            "run of the scenario: the 100 largest losses.", labels=["scenario", "symbol"])
+        headroom = GaugeMetricFamily(
+            "stress_symbol_headroom_ratio", "Headroom of a symbol in the latest run of the "
+            "scenario (the symbols of stress_symbol_loss).", labels=["scenario", "symbol"])
+        for scenario in sorted({*self.metrics._scenarios, *latest}):
+            run = latest.get(scenario)
+            active.add_metric([scenario], 1.0 if run is not None and run.breaches else 0.0)
+            if run is None:
+                continue
+            # most exceeded first; an identical label set (two evaluators) is shown once
+            ranked = sorted(run.breaches, key=lambda b: -(b[2] / b[3]) if b[3] else 0.0)
+            kept: dict[tuple[str, str], tuple[float, float]] = {}
+            for symbol, limit, v, t in ranked:
+                if len(kept) < BREACH_SERIES:
+                    kept.setdefault((symbol, limit), (v, t))
+            for (symbol, limit), (v, t) in kept.items():
+                value.add_metric([scenario, symbol, limit], v)
+                threshold.add_metric([scenario, symbol, limit], t)
+                when.add_metric([scenario, symbol, limit], run.when)
+            names = run.names.tolist() if hasattr(run.names, "tolist") else list(run.names)
+            worst = np.asarray(run.worst, dtype=np.float64)
+            rooms = np.asarray(run.headroom, dtype=np.float64).tolist()
+            for i in np.argsort(worst, kind="stable")[:SYMBOL_SERIES].tolist():
+                loss.add_metric([scenario, names[i]], max(0.0, -float(worst[i])))
+                headroom.add_metric([scenario, names[i]], rooms[i])
+        yield from (active, value, threshold, when, loss, headroom)
 
 
 class _OutboxCollector:
