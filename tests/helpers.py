@@ -37,6 +37,17 @@ if TYPE_CHECKING:
 ROOT = Path(__file__).resolve().parent.parent
 TOKEN = "s3cret-api-token-value"
 """The admin API token the API tests set as STRESS_API_TOKEN."""
+BAD_SCHEDULES = [
+    ({"interval_minutes": 7}, "interval_minutes=7"),
+    ({"interval_minutes": 0}, "interval_minutes=0"),
+    ({"interval_minutes": 90}, "interval_minutes=90"),
+    ({"offset_seconds": 3600}, "offset_seconds=3600"),
+    ({"offset_seconds": -1}, "offset_seconds=-1"),
+    ({"interval_minutes": 15, "offset_seconds": 900}, "offset_seconds=900"),
+    ({"market_hours_only": "yes"}, "market_hours_only='yes'"),
+]
+"""Schedule settings refused, with how the refusal names them: the schedule's rules, which the
+scheduler applies too."""
 
 
 def position(symbol: str = "MES", quantity: float = 5, price: float = 6000.0,

@@ -15,6 +15,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+from helpers import BAD_SCHEDULES
 from stress_plugin.service import schedule
 from stress_plugin.service.schedule import Schedule, fire_times
 
@@ -144,15 +145,7 @@ def test_quarter_hour_interval_in_session() -> None:
 
 @pytest.mark.parametrize(
     ("kwargs", "name"),
-    [
-        ({"interval_minutes": 7}, "interval_minutes=7"),
-        ({"interval_minutes": 0}, "interval_minutes=0"),
-        ({"interval_minutes": 90}, "interval_minutes=90"),
-        ({"offset_seconds": 3600}, "offset_seconds=3600"),
-        ({"offset_seconds": -1}, "offset_seconds=-1"),
-        ({"interval_minutes": 15, "offset_seconds": 900}, "offset_seconds=900"),
-        ({"market_hours_only": "yes"}, "market_hours_only='yes'"),
-    ],
+    BAD_SCHEDULES,
 )
 def test_bad_settings_are_named(kwargs: dict[str, object], name: str) -> None:
     with pytest.raises(ValueError, match=name):

@@ -15,6 +15,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from apscheduler.events import EVENT_JOB_ERROR, EVENT_JOB_EXECUTED, JobExecutionEvent
 
+from helpers import BAD_SCHEDULES
 from stress_plugin.service.scheduler import HourlyStressScheduler
 
 S = datetime(2026, 1, 14, 15, 0, 5, tzinfo=UTC)
@@ -266,13 +267,7 @@ def test_a_reschedule_judges_the_old_slots_it_leaves_behind(caplog):
 @pytest.mark.parametrize(
     ("kwargs", "name"),
     [
-        ({"interval_minutes": 7}, "interval_minutes=7"),
-        ({"interval_minutes": 0}, "interval_minutes=0"),
-        ({"interval_minutes": 90}, "interval_minutes=90"),
-        ({"offset_seconds": 3600}, "offset_seconds=3600"),
-        ({"offset_seconds": -1}, "offset_seconds=-1"),
-        ({"interval_minutes": 15, "offset_seconds": 900}, "offset_seconds=900"),
-        ({"market_hours_only": "yes"}, "market_hours_only='yes'"),
+        *BAD_SCHEDULES,
         ({"enabled": 1}, "enabled=1"),
         ({"misfire_grace_s": 0}, "misfire_grace_s=0"),
     ],
