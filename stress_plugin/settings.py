@@ -88,8 +88,10 @@ class Settings:
     ``RESET_WINDOW`` before the halt clears (2: four eyes); 1 to 5."""
     stress_max_file_bytes: int = MAX_FILE_BYTES_DEFAULT
     """STRESS_MAX_FILE_BYTES: largest scenario or book file read (default 64 MiB)."""
-    stress_db: Path | None = None
-    """STRESS_DB: SQLite file of the store; default under the user's state directory."""
+    stress_db: str | None = None
+    """STRESS_DB: the store: a SQLite file (a path or ``sqlite:///path``; default under the
+    user's state directory) or a PostgreSQL database (``postgresql://user:pass@host/db``, for
+    several replicas); a URL's password never appears in a log or an answer."""
     stress_disable_plugins: str = ""
     """STRESS_DISABLE_PLUGINS: comma-separated entry-point names of plugins not to load."""
     stress_scenarios: str = ""
@@ -145,9 +147,13 @@ class Settings:
         return [Path(p) for p in self.stress_scenarios.split(os.pathsep) if p.strip()]
 
     @property
-    def db_path(self) -> Path:
-        if self.stress_db is not None:
+    def db_path(self) -> Path | str:
+        """What ``Store`` opens: the SQLite file (``STRESS_DB`` or the default), or the
+        PostgreSQL URL as given."""
+        if self.stress_db and "://" in self.stress_db:
             return self.stress_db
+        if self.stress_db:
+            return Path(self.stress_db)
         from platformdirs import user_state_path
 
         return user_state_path(DISTRIBUTION) / "stress.db"
@@ -232,7 +238,7 @@ _FIELDS: dict[str, Callable[[str], Any]] = {
     "stress_trusted_proxies": str,
     "stress_reset_approvals": _number(int, 1, 5),
     "stress_max_file_bytes": _number(int, 0, strict_low=True),
-    "stress_db": Path,
+    "stress_db": str,  # a path, or a URL (Path would fold its "//")
     "stress_disable_plugins": str,
     "stress_scenarios": str,
     "stress_trace_plugins": _bool,

@@ -3,15 +3,17 @@ built from the built-in plugins and the flash_crash pack only, plus what a test 
 
 from __future__ import annotations
 
+import inspect
 import os
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 import yaml
 
 import stress_pack_flash_crash
-from helpers import Api, book, position
+from helpers import Api, PostgresServer, book, position
 from stress_plugin.default_plugins import default_plugins
 from stress_plugin.default_plugins.embedded_host import EmbeddedHost
 from stress_plugin.plugins import Plugins, build_manager
@@ -21,13 +23,41 @@ from stress_plugin.settings import load_settings
 from stress_plugin.store import Store
 
 
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """A test marked ``stores`` (or taking ``store_url``) runs once per store backend."""
+    asked = "store_url" in inspect.signature(metafunc.function).parameters
+    if metafunc.definition.get_closest_marker("stores") or asked:
+        metafunc.parametrize("store_backend", ["sqlite", "postgresql"])
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "stores: run once on SQLite and once on PostgreSQL")
+
+
+@pytest.fixture
+def store_backend() -> str:
+    """The backend of the test's store: SQLite unless the test runs on both (``stores``)."""
+    return "sqlite"
+
+
+@pytest.fixture
+def store_url(request: pytest.FixtureRequest, store_backend: str, tmp_path: Path) -> str:
+    """The test's new, empty store (also its ``STRESS_DB``): a SQLite file, or a schema of its
+    own on the session's PostgreSQL server."""
+    if store_backend == "sqlite":
+        return str(tmp_path / "stress.db")
+    server = request.getfixturevalue("postgres")
+    return server.url(f"t_{uuid.uuid4().hex[:12]}")
+
+
 @pytest.fixture(autouse=True)
-def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """No stray PD_*/STRESS_* variable from the machine; the store in a temp dir."""
+def clean_env(monkeypatch: pytest.MonkeyPatch, store_url: str) -> None:
+    """No stray PD_*/STRESS_* variable from the machine; the store in a temp dir (or a fresh
+    schema on PostgreSQL)."""
     for name in list(os.environ):
         if name.startswith(("PD_", "STRESS_")) or name in ("MARKET_HOURS_ONLY",):
             monkeypatch.delenv(name)
-    monkeypatch.setenv("STRESS_DB", str(tmp_path / "stress.db"))
+    monkeypatch.setenv("STRESS_DB", store_url)
 
 
 @pytest.fixture
@@ -86,3 +116,14 @@ def make_service(make_plugins, tmp_path: Path) -> Callable[..., StressService]:
 @pytest.fixture
 def api(make_service, book_file) -> Api:
     return Api(make_service(book_path=book_file))
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    """One real PostgreSQL server for the whole session, stopped at its end."""
+    server = PostgresServer()
+    try:
+        yield server
+    finally:
+        server.stop()
+

@@ -157,6 +157,58 @@ def start_serve(port: int, env: dict[str, str], book_path: Path) -> ServeProcess
     raise AssertionError(f"serve did not start: {proc.communicate()[0]}")
 
 
+PG_BIN = Path("/usr/lib/postgresql/15/bin")
+"""Debian's PostgreSQL 15 (``apt-get install postgresql``)."""
+
+
+class PostgresServer:
+    """A real PostgreSQL server of the tests' own: ``initdb`` into a temporary directory and
+    ``pg_ctl`` on a free loopback port, as the ``postgres`` user when running as root (the
+    server refuses root). Trust authentication on loopback; ``stop()`` removes everything.
+    ``url(schema)`` names an empty schema of its own, so each test starts from nothing."""
+
+    def __init__(self) -> None:
+        initdb = PG_BIN / "initdb"
+        if not initdb.exists():
+            message = "PostgreSQL 15 is not installed (Debian: apt-get install -y postgresql)"
+            if os.environ.get("CI"):
+                pytest.fail(message)
+            pytest.skip(message)
+        self.dir = Path(tempfile.mkdtemp(prefix="stress-pg-"))
+        self.port = free_port()
+        self._as: list[str] = []
+        if os.geteuid() == 0:
+            shutil.chown(self.dir, "postgres", "postgres")
+            self._as = ["runuser", "-u", "postgres", "--"]
+        data = self.dir / "data"
+        self._run(str(initdb), "-D", str(data), "-U", "postgres", "-A", "trust",
+                  "--no-sync", "-E", "UTF8")
+        options = (f"-c port={self.port} -c listen_addresses=127.0.0.1 -c fsync=off"
+                   f" -c unix_socket_directories={self.dir} -c max_connections=300")
+        self._run(str(PG_BIN / "pg_ctl"), "-D", str(data), "-l", str(self.dir / "log"),
+                  "-o", options, "-w", "start")
+        self.base = f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+
+    def _run(self, *argv: str) -> None:
+        subprocess.run([*self._as, *argv], check=True, capture_output=True, timeout=60)
+
+    def url(self, schema: str | None = None) -> str:
+        """The database's URL; with ``schema``, one whose tables go in that (new) schema."""
+        if schema is None:
+            return self.base
+        import psycopg
+
+        with psycopg.connect(self.base, autocommit=True) as conn:
+            conn.execute(f'CREATE SCHEMA "{schema}"')
+        return f"{self.base}?options=-csearch_path%3D{schema}"
+
+    def stop(self) -> None:
+        with contextlib.suppress(subprocess.CalledProcessError):
+            self._run(str(PG_BIN / "pg_ctl"), "-D", str(self.dir / "data"), "-m", "immediate",
+                      "-w", "stop")
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
 def pip_install_target(source: Path, target: Path) -> None:
     subprocess.run(
         [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",

@@ -12,6 +12,8 @@ import yaml
 from helpers import TOKEN, Api, book, position
 from stress_hookspecs import hookimpl
 
+pytestmark = pytest.mark.stores
+
 
 def test_status_reports_real_state(api: Api):
     status = api("GET", "/api/v1/stress/status").json()

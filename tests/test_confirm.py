@@ -81,11 +81,11 @@ def test_no_kill_switch_no_confirmation(make_runner):
 
 
 def test_a_halt_that_did_not_take_is_unconfirmed_logged_latched_and_paged(
-        monkeypatch, caplog, tmp_path):
+        monkeypatch, caplog, store_url):
     monkeypatch.setenv("STRESS_KILL_CONFIRM_S", "0.3")
     host, sink = StuckHost("ACTIVE"), Sink()
     runner = StressRunner(plugins=plugins_without_host(host, sink), settings=load_settings(),
-                          store=Store(tmp_path / "s.db"), deliver_in_background=False)
+                          store=Store(store_url), deliver_in_background=False)
     started = time.monotonic()
     with caplog.at_level(logging.CRITICAL, logger="stress_runner"):
         result = runner.run_once(book=BREACHING)

@@ -108,7 +108,7 @@ def test_kill_minus_nine_before_delivery_loses_no_page_and_sends_it_once(tmp_pat
         pd.stop()
 
 
-def test_a_claim_of_a_process_that_died_mid_attempt_is_taken_over(make_runner, tmp_path):
+def test_a_claim_of_a_process_that_died_mid_attempt_is_taken_over(make_runner, store_url):
     from stress_hookspecs import hookimpl
     from stress_plugin.store import Store
 
@@ -119,7 +119,7 @@ def test_a_claim_of_a_process_that_died_mid_attempt_is_taken_over(make_runner, t
         def stress_alert(self, result, delivery):
             calls.append((result.run_id, delivery.attempt))
 
-    store = Store(tmp_path / "s.db")
+    store = Store(store_url)
     runner = make_runner(sink=Sink())
     runner.store = store
     runner.deliveries.store = store

@@ -192,7 +192,8 @@ def test_k8s_deployment_is_one_hardened_replica_with_its_store_on_a_volume():
 def test_dockerfile_installs_the_three_distributions_as_a_non_root_user():
     text = (DEPLOY / "Dockerfile").read_text()
     assert text.count("\nFROM python:3.11-slim") == 1
-    assert "pip install ./hookspecs ./scenario_packs/flash_crash ." in text
+    # with psycopg, so one image serves SQLite (one replica) and PostgreSQL (several)
+    assert "pip install ./hookspecs ./scenario_packs/flash_crash '.[postgresql]'" in text
     assert re.search(r"^USER 10001", text, re.M)
     assert 'ENTRYPOINT ["stress-runner"]' in text
     assert 'CMD ["serve", "--host", "0.0.0.0"]' in text

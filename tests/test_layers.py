@@ -3,7 +3,8 @@ inside a function): a module may import its own layer and the layers below, neve
 
     core/             the model and validation; the contract and numpy/yaml only
     default_plugins/  the built-ins: what a third-party plugin could import too (core, settings)
-    runtime           plugins, runner, store, delivery, settings, report, version (modules)
+    runtime           plugins, runner, store (the interface, its SQLite and PostgreSQL
+                      backends), delivery, settings, report, version
     service/          service, API, scheduler, metrics, security: the service stack lives here
     cli/              the shell over all of it
     stress_plugin     the package's public names, each loaded on first use

@@ -7,6 +7,7 @@ import argparse
 import importlib.util
 import json
 import logging
+import os
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,7 +23,9 @@ from stress_plugin.default_plugins import pagerduty
 from stress_plugin.delivery import Deliverer
 from stress_plugin.plugins import Plugins, build_manager
 from stress_plugin.settings import load_settings
-from stress_plugin.store import MIGRATIONS, Store
+from stress_plugin.store import MIGRATIONS, Store, target_kind
+
+pytestmark = pytest.mark.stores
 
 KEY = "R0UT1NGK3Y5ECRET" + "x" * 16
 assert len(KEY) == 32
@@ -35,8 +38,8 @@ def pd() -> Iterator[FakePagerDuty]:
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Iterator[Store]:
-    with Store(tmp_path / "state" / "stress.db") as s:
+def store(store_url: str) -> Iterator[Store]:
+    with Store(store_url) as s:
         yield s
 
 
@@ -322,7 +325,6 @@ def test_routing_key_never_logged_stored_or_listed(
     outbox.deliver(0.2)
     pd.start()
 
-    monkeypatch.setenv("STRESS_DB", str(outbox.store.path))
     for argv in (["list"], ["list", "--json"], ["list", "--status", "failed"], ["flush"],
                  ["test"], ["list", "--json"]):
         assert run_cli(argv) in (0, 1)
@@ -334,6 +336,13 @@ def test_routing_key_never_logged_stored_or_listed(
     for text in (caplog.text, out.out, out.err):
         assert KEY not in text
     assert "R0UT1NGK3Y" not in out.out + caplog.text
+    if target_kind(os.environ["STRESS_DB"]) == "postgresql":  # every row of every table
+        tables = outbox.store._query("SELECT table_name FROM information_schema.tables"
+                                     " WHERE table_schema = current_schema()")
+        for (table,) in tables:
+            rows = outbox.store._query(f"SELECT row_to_json(t)::text FROM {table} AS t")
+            assert KEY not in "\n".join(r[0] for r in rows), table
+        return
     outbox.store.close()
     for file in outbox.store.path.parent.iterdir():  # the database, its WAL and shared memory
         assert KEY.encode() not in file.read_bytes(), file
@@ -361,7 +370,6 @@ def test_no_routing_key_answers_disabled_and_warns_on_breaches_and_failures(
 def test_alerts_test_triggers_and_resolves_a_test_page(pd: FakePagerDuty, outbox: Outbox,
                                                        monkeypatch: pytest.MonkeyPatch,
                                                        capsys: pytest.CaptureFixture[str]):
-    monkeypatch.setenv("STRESS_DB", str(outbox.store.path))
     assert run_cli(["test", "--sink", "pagerduty"]) == 0
     assert "pagerduty: test accepted (ok)" in capsys.readouterr().out
     first, second = pd.accepted()
@@ -380,7 +388,6 @@ def test_alerts_test_triggers_and_resolves_a_test_page(pd: FakePagerDuty, outbox
 def test_cli_list_flush_and_retry(pd: FakePagerDuty, outbox: Outbox,
                                   monkeypatch: pytest.MonkeyPatch,
                                   capsys: pytest.CaptureFixture[str]) -> None:
-    monkeypatch.setenv("STRESS_DB", str(outbox.store.path))
     pd.stop()
     outbox.run(result("20261201T150005Z-0123abcd", ["MES"]))
     outbox.deliver(0.2)

@@ -161,7 +161,7 @@ def test_run_paths_is_the_fifth_migration_after_mains_outbox(tmp_path: Path,
                                                            monkeypatch: pytest.MonkeyPatch):
     """A store at main's version 4 (runs with status, the outbox) gains run_paths as 5: its
     runs and their pending deliveries are kept, and an old run's report says it has no paths."""
-    import stress_plugin.store as store_module
+    import stress_plugin.store.base as store_module
 
     old = stored(tmp_path)[0]  # a run with paths, to copy as one stored before version 5
     path = tmp_path / "v4.db"
@@ -241,6 +241,7 @@ def test_cli_writes_the_report_and_names_an_unwritable_path(tmp_path: Path):
 
 # -- the service ----------------------------------------------------------------------------------
 
+@pytest.mark.stores
 def test_service_serves_index_report_and_charts(make_plugins, tmp_path: Path):
     settings = load_settings()
     api = Api(StressService(settings, book_path=twelve_symbol_book(tmp_path),

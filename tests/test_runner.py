@@ -348,12 +348,12 @@ def test_run_many_rejects_an_unknown_scenario_before_taking_the_book(make_runner
         make_runner().run_many(scenarios=[])
 
 
-def test_run_many_stores_each_run(make_plugins, tmp_path):
+def test_run_many_stores_each_run(make_plugins, store_url):
     from stress_plugin.runner import StressRunner, summary
     from stress_plugin.settings import load_settings
     from stress_plugin.store import Store
 
-    store = Store(str(tmp_path / "s.db"))
+    store = Store(store_url)
     runner = StressRunner(plugins=make_plugins(), settings=load_settings(), store=store)
     results = runner.run_many(book=BREACHING, scenarios=["flash_crash_lite", "flash_crash_lite"])
     stored = store.runs_since("2000-01-01T00:00:00Z")

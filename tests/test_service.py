@@ -11,6 +11,8 @@ import yaml
 from helpers import book, position
 from stress_plugin.core.errors import ConfigError
 
+pytestmark = pytest.mark.stores
+
 
 def test_a_bad_config_change_changes_nothing(make_service, book_file):
     service = make_service(book_path=book_file)

@@ -48,7 +48,9 @@ def _db_path() -> str:
     from stress_plugin.settings import load_settings
 
     try:
-        return str(load_settings().db_path)
+        from stress_plugin.store import redact
+
+        return redact(load_settings().db_path)
     except StressError:
         return "(unknown)"
 

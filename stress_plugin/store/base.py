@@ -1,8 +1,10 @@
-"""The project's SQLite store: one file, WAL, a versioned schema, and the alert outbox.
+"""The store's interface and everything the two backends share: the versioned schema and its
+migrations, runs, the alert outbox, the halt latch and approvals, live limits, config, audit.
 
-One connection guarded by a re-entrant lock serves every thread (the runner's main thread and
-the alert worker threads); ``transaction()`` groups several writes atomically. Other processes
-(the CLI, a second runner) share the file through WAL and ``busy_timeout``.
+The SQL is the subset SQLite and PostgreSQL read alike (``?`` placeholders, ``ON CONFLICT DO
+NOTHING``, text timestamps, JSON kept as text and read in Python); each backend
+(``sqlite.py``, ``postgres.py``) supplies the connection, the writer's transaction and the
+schema version, and writes a migration's column types as its engine spells them.
 """
 
 from __future__ import annotations
@@ -10,11 +12,12 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import socket
 import sqlite3
 import threading
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager, suppress
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -61,14 +64,14 @@ _RUNS_V3 = """
 """
 
 
-def _runs_with_status(conn: sqlite3.Connection) -> None:
+def _runs_with_status(conn: Any, script: Callable[[str], Iterable[str]]) -> None:
     """3: runs get a status (passed, breached, failed), and rows an older version stored with
     NaN or Infinity (invalid JSON that broke every start-up) become failed runs."""
     import numpy as np
 
     old = [dict(r) for r in conn.execute("SELECT * FROM runs ORDER BY rowid")]
     conn.execute("DROP TABLE runs")
-    for statement in _statements(_RUNS_V3):
+    for statement in script(_RUNS_V3):
         conn.execute(statement)
     for row in old:
         result = json.loads(row["result"])  # Python's reader takes the NaN an old writer wrote
@@ -123,12 +126,12 @@ _DELIVERIES = """
 """
 
 
-def _one_outbox_for_every_sink(conn: sqlite3.Connection) -> None:
+def _one_outbox_for_every_sink(conn: Any, script: Callable[[str], Iterable[str]]) -> None:
     """4: the runtime's outbox (one delivery per sink per run) replaces PagerDuty's own outbox
     and episodes. Each run gets the scenario's episodes, replayed in time order (an incident
     open at PagerDuty keeps its dedup_key); a page an older version left pending becomes a
     pending delivery of its run."""
-    for statement in _statements(_DELIVERIES):
+    for statement in script(_DELIVERIES):
         conn.execute(statement)
     open_episodes: dict[str, tuple[str | None, str | None]] = {}
     for row in conn.execute("SELECT rowid, scenario, result FROM runs ORDER BY rowid").fetchall():
@@ -141,11 +144,11 @@ def _one_outbox_for_every_sink(conn: sqlite3.Connection) -> None:
         conn.execute("UPDATE runs SET result = ?, breach_episode = ?, failure_episode = ?"
                      " WHERE rowid = ?", (_json(data), breach, failure, row["rowid"]))
     conn.execute(
-        "INSERT OR IGNORE INTO deliveries (run_id, sink, scenario, created_at, next_attempt_at,"
+        "INSERT INTO deliveries (run_id, sink, scenario, created_at, next_attempt_at,"
         " attempts, last_error) SELECT o.run_id, 'pagerduty', r.scenario, o.created_at,"
         " o.created_at, o.attempts, o.last_error FROM alert_outbox AS o"
         " JOIN runs AS r ON r.run_id = o.run_id"
-        " WHERE o.status = 'pending' AND o.sink = 'pagerduty'")
+        " WHERE o.status = 'pending' AND o.sink = 'pagerduty' ON CONFLICT DO NOTHING")
     conn.execute("DROP TABLE alert_outbox")
     conn.execute("DROP TABLE alert_episodes")
 
@@ -171,7 +174,7 @@ def _without_non_finite(value: Any) -> Any:
     return value
 
 
-MIGRATIONS: list[str | Callable[[sqlite3.Connection], None]] = [
+MIGRATIONS: list[str | Callable[[Any, Callable[[str], Iterable[str]]], None]] = [
     # 1: the alert outbox and the alert episodes (one open incident per sink and scenario).
     """
     CREATE TABLE alert_outbox (
@@ -278,9 +281,33 @@ MIGRATIONS: list[str | Callable[[sqlite3.Connection], None]] = [
     CREATE INDEX runs_by_scenario ON runs (scenario);
     """,
 ]
-"""Schema scripts (or functions, where rows must be rewritten) in order; ``PRAGMA user_version``
-is how many have been applied. Append new ones; never edit one that has shipped.
+"""Schema scripts (or functions of the connection and the backend's script reader, where rows
+must be rewritten) in order, the same on both backends; the schema version (``PRAGMA
+user_version`` on SQLite, the ``schema_version`` table on PostgreSQL) is how many have been
+applied. Append new ones; never edit one that has shipped.
 """
+
+
+def target_kind(target: Path | str) -> str:
+    """``postgresql`` for a ``postgresql://`` (or ``postgres://``) URL, else ``sqlite`` (a
+    path, or ``sqlite:///path``)."""
+    text = str(target)
+    return "postgresql" if text.startswith(("postgresql://", "postgres://")) else "sqlite"
+
+
+def redact(target: Path | str) -> str:
+    """The target with any password in a URL replaced, safe for logs, answers and errors."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    text = str(target)
+    if "://" not in text:
+        return text
+    parts = urlsplit(text)
+    if parts.password is not None:
+        user, host = parts.netloc.rsplit("@", 1)
+        parts = parts._replace(netloc=f"{user.split(':', 1)[0]}:***@{host}")
+    query = re.sub(r"(?i)(^|&)(password=)[^&]*", r"\1\2***", parts.query)
+    return urlunsplit(parts._replace(query=query))
 
 
 def utc_now() -> str:
@@ -325,37 +352,46 @@ class DeliveryRow:
 
 
 class Store:
-    """The SQLite file at ``path`` (created with its parent folders), migrated on open."""
+    """The service's store: one interface, two backends (``sqlite.SQLiteStore``, the embedded
+    default, and ``postgres.PostgresStore``, shared by replicas). ``Store(target)`` opens the
+    backend ``target`` names (``target_kind``) and migrates it.
 
-    def __init__(self, path: Path | str, *, busy_timeout: float = 5.0) -> None:
-        self.path = Path(path)
-        self._lock = threading.RLock()
-        self._depth = 0
-        self._full_sync = True
-        """Whether the connection is at synchronous=FULL (set only when it changes)."""
-        self._checkpointer: _Checkpointer | None = None
-        self._last_names: tuple[Any, str] = ((), "[]")
-        """The symbols of the last run saved and their JSON: the next run's are most often
-        the same (1,000,000 names: ~90 ms of JSON saved for a ~10 ms comparison)."""
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._conn = sqlite3.connect(
-                self.path, timeout=busy_timeout, isolation_level=None, check_same_thread=False
-            )
-            self._conn.row_factory = sqlite3.Row
-            wal = self._conn.execute("PRAGMA journal_mode=WAL").fetchone()[0] == "wal"
-            self._conn.execute(f"PRAGMA busy_timeout={int(busy_timeout * 1000)}")
-            self._conn.execute("PRAGMA foreign_keys=ON")
-            self._conn.execute("PRAGMA synchronous=FULL")
-            if wal:  # checkpoints off the writers' path: see _Checkpointer
-                self._conn.execute("PRAGMA wal_autocheckpoint=0")
-                self._checkpointer = _Checkpointer(self.path, busy_timeout)
-        except (OSError, sqlite3.Error) as exc:
-            raise ConfigError("environment", "STRESS_DB", str(self.path),
-                              f"cannot open the store: {exc}") from None
-        self._migrate()
+    One connection guarded by a re-entrant lock serves every thread (the runner's main thread
+    and the alert worker threads); ``transaction()`` groups several writes atomically, one
+    writer at a time across processes on either backend. The SQL here is the subset both
+    engines read alike; a backend supplies the connection, the transaction and the schema
+    version.
+    """
+
+    target: str
+    """Where the store is, safe to show (a URL's password is redacted)."""
+
+    def __new__(cls, target: Path | str = "", **kwargs: Any) -> Store:
+        if cls is not Store:
+            return super().__new__(cls)
+        if target_kind(target) == "postgresql":
+            from stress_plugin.store.postgres import PostgresStore
+
+            return super().__new__(PostgresStore)
+        from stress_plugin.store.sqlite import SQLiteStore
+
+        return super().__new__(SQLiteStore)
+
+    def __init__(self, target: Path | str, **kwargs: Any) -> None:
+        raise NotImplementedError  # each backend opens its own connection
 
     # -- plumbing ---------------------------------------------------------------------------
+
+    _conn: Any
+    """The open connection: ``execute(sql, params)`` with ``?`` placeholders gives a cursor
+    (``fetchone``, ``fetchall``, ``rowcount``) of rows read by name or position."""
+    _lock: threading.RLock
+    _depth: int
+    _checkpointer: Any = None
+    """SQLite's WAL checkpoint thread (``sqlite._Checkpointer``); None on PostgreSQL."""
+    _last_names: tuple[Any, str] = ((), "[]")
+    """The symbols of the last run saved and their JSON: the next run's are most often
+    the same (1,000,000 names: ~90 ms of JSON saved for a ~10 ms comparison)."""
 
     def close(self) -> None:
         if self._checkpointer is not None:
@@ -372,15 +408,16 @@ class Store:
     @property
     def schema_version(self) -> int:
         with self._lock:
-            return int(self._conn.execute("PRAGMA user_version").fetchone()[0])
+            return self._version(self._conn)
 
     @contextmanager
-    def transaction(self, *, durable: bool = True) -> Iterator[sqlite3.Connection]:
+    def transaction(self, *, durable: bool = True) -> Iterator[Any]:
         """All writes inside commit together or not at all; nesting joins the outer one.
 
-        ``durable=False`` commits with synchronous=NORMAL (no fsync: under WAL safe against a
-        crash or kill -9, not a power cut); the outer transaction decides. The PRAGMA is sent
-        only when the mode changes, so a run after a run costs no extra round trip."""
+        ``durable=False`` commits without waiting for the disk (SQLite: synchronous=NORMAL, no
+        fsync, under WAL safe against a crash or kill -9, not a power cut; PostgreSQL:
+        synchronous_commit off); the outer transaction decides. The setting is sent only when
+        the mode changes, so a run after a run costs no extra round trip."""
         with self._lock:
             if self._depth:
                 self._depth += 1
@@ -389,10 +426,8 @@ class Store:
                 finally:
                     self._depth -= 1
                 return
-            if durable != self._full_sync:
-                self._conn.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
-                self._full_sync = durable
-            self._conn.execute("BEGIN IMMEDIATE")
+            self._durability(durable)
+            self._begin()
             self._depth = 1
             try:
                 yield self._conn
@@ -404,19 +439,44 @@ class Store:
             finally:
                 self._depth = 0
 
-    def _query(self, sql: str, params: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
+    def _query(self, sql: str, params: tuple[Any, ...] = ()) -> list[Any]:
         with self._lock:
             return self._conn.execute(sql, params).fetchall()
+
+    def ping(self) -> None:
+        """One round trip; raises when the store cannot be reached (``/healthz``)."""
+        self._query("SELECT 1")
+
+    # what a backend supplies
+
+    def _begin(self) -> None:
+        """Start a write transaction that excludes every other writer until it ends."""
+        raise NotImplementedError
+
+    def _version(self, conn: Any) -> int:
+        """How many migrations have been applied."""
+        raise NotImplementedError
+
+    def _set_version(self, conn: Any, version: int) -> None:
+        raise NotImplementedError
+
+    def _script(self, script: str) -> Iterator[str]:
+        """A migration script's statements, as this engine writes them."""
+        return _statements(script)
+
+    def _durability(self, durable: bool) -> None:
+        """Before a transaction: whether its commit waits for the disk (sent on a change)."""
+        raise NotImplementedError
 
     def _migrate(self) -> None:
         """Apply each missing script in its own transaction, so a crash leaves a known version."""
         while True:
             with self.transaction() as conn:
-                version = int(conn.execute("PRAGMA user_version").fetchone()[0])
+                version = self._version(conn)
                 if version > len(MIGRATIONS):
                     raise ConfigError(
                         "store",
-                        str(self.path),
+                        self.target,
                         version,
                         f"schema version is newer than this program knows ({len(MIGRATIONS)})",
                     )
@@ -424,11 +484,11 @@ class Store:
                     return
                 migration = MIGRATIONS[version]
                 if callable(migration):
-                    migration(conn)
+                    migration(conn, self._script)
                 else:
-                    for statement in _statements(migration):
+                    for statement in self._script(migration):
                         conn.execute(statement)
-                conn.execute(f"PRAGMA user_version = {version + 1}")
+                self._set_version(conn, version + 1)
 
     # -- the alert outbox: one delivery per sink per run ---------------------------------------
 
@@ -624,10 +684,11 @@ class Store:
         """The newest runs' summaries, newest first (the service's index page)."""
         rows = self._query(
             "SELECT run_id, timestamp, scenario, status, trigger, breach_count, kill_switch,"
-            " headroom, runtime_ms, json_extract(result, '$.symbols_tested') AS symbols_tested"
-            " FROM runs"
+            " headroom, runtime_ms, result FROM runs"
             " ORDER BY timestamp DESC, rowid DESC LIMIT ?", (limit,))
-        return [{**dict(r), "kill_switch": bool(r["kill_switch"])} for r in rows]
+        return [{**{k: r[k] for k in r.keys() if k != "result"},  # noqa: SIM118 (a row)
+                 "kill_switch": bool(r["kill_switch"]),
+                 "symbols_tested": json.loads(r["result"])["symbols_tested"]} for r in rows]
 
     def has_scheduled_run(self, scenario: str, scheduled_for: str) -> bool:
         """Whether this scenario's run for this fire time is already stored (by any worker)."""
@@ -657,7 +718,8 @@ class Store:
 
     def run_totals(self) -> dict[str, int]:
         row = self._query("SELECT COUNT(*) AS runs, COALESCE(SUM(breach_count), 0) AS breaches,"
-                          " COALESCE(SUM(breach_count > 0), 0) AS breaching_runs FROM runs")[0]
+                          " COALESCE(SUM(CASE WHEN breach_count > 0 THEN 1 ELSE 0 END), 0)"
+                          " AS breaching_runs FROM runs")[0]
         return {"runs": row["runs"], "breaches": row["breaches"],
                 "breaching_runs": row["breaching_runs"]}
 
@@ -674,13 +736,18 @@ class Store:
     def latest_runs(self) -> list[dict[str, Any]]:
         """The newest run of each scenario, oldest first: what the metrics show after a restart."""
         rows = self._query(
-            "SELECT run_id, scenario, timestamp, headroom,"
-            " json_extract(result, '$.symbols_tested') AS symbols_tested,"
-            " json_array_length(result, '$.skipped_symbols') AS symbols_skipped"
+            "SELECT run_id, scenario, timestamp, headroom, result"
             " FROM runs AS r WHERE rowid = (SELECT rowid FROM runs WHERE scenario = r.scenario"
             " AND status != 'failed' ORDER BY timestamp DESC, rowid DESC LIMIT 1)"
             " ORDER BY timestamp, rowid")
-        return [dict(r) for r in rows]
+        runs = []
+        for r in rows:
+            result = json.loads(r["result"])
+            runs.append({"run_id": r["run_id"], "scenario": r["scenario"],
+                         "timestamp": r["timestamp"], "headroom": r["headroom"],
+                         "symbols_tested": result["symbols_tested"],
+                         "symbols_skipped": len(result["skipped_symbols"])})
+        return runs
 
     def prices_since(self, since: str) -> list[tuple[str, float]]:
         """(symbol, price) of every run at or after ``since``, per symbol in time order."""
@@ -711,8 +778,8 @@ class Store:
         """Record a halt unless one is active (the first KILL_SWITCH's reason is kept)."""
         with self.transaction() as conn:
             cursor = conn.execute(
-                "INSERT OR IGNORE INTO halt (id, reason, since, run_id, scenario, symbols)"
-                " VALUES (1, ?, ?, ?, ?, ?)",
+                "INSERT INTO halt (id, reason, since, run_id, scenario, symbols)"
+                " VALUES (1, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
                 (halt["reason"], halt["since"], halt["run_id"], halt["scenario"],
                  _json(list(halt["symbols"]))),
             )
@@ -758,15 +825,15 @@ class Store:
             halt = self.halt_get()
             return [] if halt is None else self._approvals(self._conn, halt["run_id"], window_s)
 
-    def _approvals(self, conn: sqlite3.Connection, run_id: str,
-                   window_s: float) -> list[dict[str, Any]]:
+    def _approvals(self, conn: Any, run_id: str, window_s: float) -> list[dict[str, Any]]:
         rows = conn.execute(
             "SELECT at, actor, details FROM audit_log WHERE action = 'reset_approval'"
-            " AND at >= ? AND json_extract(details, '$.run_id') = ? ORDER BY id",
-            (utc_in(-window_s), run_id)).fetchall()
+            " AND at >= ? ORDER BY id", (utc_in(-window_s),)).fetchall()
         newest: dict[str, dict[str, Any]] = {}
         for r in rows:
             details = json.loads(r["details"])
+            if details["run_id"] != run_id:
+                continue
             newest.pop(details["operator"], None)
             newest[details["operator"]] = {"operator": details["operator"], "actor": r["actor"],
                                            "at": r["at"], "reason": details["reason"]}
@@ -812,61 +879,13 @@ class Store:
                            " ORDER BY id DESC", (since,))
         return [{**dict(r), "details": json.loads(r["details"])} for r in rows]
 
-    def _audit(self, conn: sqlite3.Connection, actor: str, action: str,
+    def _audit(self, conn: Any, actor: str, action: str,
                details: dict[str, Any]) -> None:
         conn.execute("INSERT INTO audit_log (at, actor, action, details) VALUES (?, ?, ?, ?)",
                      (utc_now(), actor, action, _json(details)))
 
 
-class _Checkpointer:
-    """WAL checkpoints on a connection and thread of their own, never inside a commit.
-
-    SQLite's automatic checkpoint runs in the commit that crosses 1,000 WAL pages: every so
-    often a run's store write paid a checkpoint (a p99 of ~10 ms against a 0.4 ms p50 at
-    1,000 symbols). The store turns it off and wakes this thread after each commit; the
-    thread runs a PASSIVE checkpoint (it never blocks a writer or waits for a reader) at
-    most every ``period_s``, so the WAL stays bounded and no run waits for one. The last
-    connection to close checkpoints what is left, as SQLite always does."""
-
-    def __init__(self, path: Path, busy_timeout: float, period_s: float = 0.5) -> None:
-        self.path, self.busy_timeout, self.period_s = path, busy_timeout, period_s
-        self._due = threading.Event()
-        self._stopping = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._start_lock = threading.Lock()
-
-    def wake(self) -> None:
-        """A run was committed: checkpoint soon (starts the thread on the first run)."""
-        self._due.set()
-        if self._thread is None:
-            with self._start_lock:
-                if self._thread is None:
-                    self._thread = threading.Thread(target=self._loop, daemon=True,
-                                                    name="stress-store-checkpoint")
-                    self._thread.start()
-
-    def stop(self) -> None:
-        self._stopping.set()
-        self._due.set()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-
-    def _loop(self) -> None:
-        conn = sqlite3.connect(self.path, timeout=self.busy_timeout, isolation_level=None)
-        try:
-            while not self._stopping.is_set():
-                self._due.wait()
-                self._due.clear()
-                if self._stopping.is_set():
-                    break
-                with suppress(sqlite3.Error):  # busy or gone: the next run asks again
-                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
-                self._stopping.wait(self.period_s)
-        finally:
-            conn.close()
-
-
-def _stored_symbols(row: sqlite3.Row) -> SymbolMetrics:
+def _stored_symbols(row: Any) -> SymbolMetrics:
     import numpy as np
 
     names = json.loads(row["symbols"])
