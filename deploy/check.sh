@@ -48,6 +48,7 @@ route pagerduty alertname=StressRunnerAbsent severity=critical service=stress-ru
 route pagerduty alertname=StressRunMissing severity=critical $S
 route pagerduty alertname=StressAlertsStuckInOutbox severity=critical sink=pagerduty $S
 route team-channel alertname=StressKillSwitchUnconfirmed severity=critical $S
+route team-channel alertname=StressReplicasDegraded severity=warning $S
 route pagerduty alertname=StressAlertsStuckInOutbox severity=critical sink=webhook $S
 route team-channel alertname=StressScheduledRunMissed severity=warning reason=missed $S
 route team-channel alertname=StressRuntimeOverBudget severity=warning $S

@@ -15,7 +15,7 @@ import secrets
 import sys
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -58,6 +58,10 @@ _CONFIRM_POLL_S = 0.05
 """Sleep between two reads of the host's trading state while confirming a switch."""
 RESET_WINDOW_S = 15 * 60
 """Approvals of a reset older than this no longer count."""
+
+
+class ClaimLost(RuntimeError):
+    """This replica no longer holds the scheduled slot it was running: another took it over."""
 
 
 class StressRunner:
@@ -225,6 +229,7 @@ class StressRunner:
         symbols: Sequence[str] | None = None,
         trigger: str = "manual",
         scheduled_for: str | None = None,
+        fence: Callable[[], bool] | None = None,
     ) -> list[StressResult]:
         """Stress ONE snapshot of the book under each scenario, in order; a result each.
 
@@ -235,17 +240,21 @@ class StressRunner:
         of its own, with one pending delivery per alert sink and its own episode (the store's,
         per scenario), and the stored results are returned; no sink is called on this path.
         ``run_once`` is this with one scenario.
+
+        ``fence`` (a scheduled slot's: whether this replica still holds its claim) is asked
+        before the KILL_SWITCH and before storing; False raises ``ClaimLost`` and nothing is
+        published, latched or stored (the slot's unique key stops a store that races it).
         """
         chosen = list({s.name: s for s in map(self.scenario, scenarios)}.values())
         if not chosen:
             raise ScenarioError("scenarios", None, NO_VALUE, "no scenario to run")
         with RESPONSIVE:
-            return self._run_many(chosen, book, symbols, trigger, scheduled_for)
+            return self._run_many(chosen, book, symbols, trigger, scheduled_for, fence)
 
     def _run_many(self, chosen: list[StressScenario],
                   book: Book | BookColumns | Mapping[str, Any] | str | Path | None,
-                  symbols: Sequence[str] | None, trigger: str, scheduled_for: str | None
-                  ) -> list[StressResult]:
+                  symbols: Sequence[str] | None, trigger: str, scheduled_for: str | None,
+                  fence: Callable[[], bool] | None = None) -> list[StressResult]:
         started = time.perf_counter()
         arrays: BookArrays | None = None
         source: str | None = None
@@ -266,6 +275,7 @@ class StressRunner:
         # what each run's P&L paths are made of (None for a failed run), kept for its report
         paths = {result.run_id: p for result, p in runs}
 
+        _check_fence(fence)
         on_failure = self.settings.stress_on_failure == "halt"
         tripped = [r.run_id for r in results
                    if r.breaches or (r.status == "failed" and on_failure)]
@@ -279,6 +289,7 @@ class StressRunner:
         if halted:  # False is the default: no copy on the everyday run
             results = [replace(r, halted=True) for r in results]
         sinks = self.plugins.sinks()
+        _check_fence(fence)
         stored = []
         for result in results:
             # the store gives each run its episode (per scenario, in store order)
@@ -595,6 +606,11 @@ class _Responsive:
 
 RESPONSIVE = _Responsive()
 """The runner's switch-interval window (``_Responsive``)."""
+
+
+def _check_fence(fence: Callable[[], bool] | None) -> None:
+    if fence is not None and not fence():
+        raise ClaimLost("this replica lost its claim of the slot; another runs it")
 
 
 def _none_if_nan(value: float) -> float | None:

@@ -92,6 +92,17 @@ class Settings:
     """STRESS_DB: the store: a SQLite file (a path or ``sqlite:///path``; default under the
     user's state directory) or a PostgreSQL database (``postgresql://user:pass@host/db``, for
     several replicas); a URL's password never appears in a log or an answer."""
+    stress_slot_lease_s: float = 30.0
+    """STRESS_SLOT_LEASE_S: how long a replica's claim of a scheduled slot lasts unless renewed
+    (it is, every third of this, while the slot runs); once it expired with no run stored,
+    another replica takes the slot over."""
+    stress_replicas: int = 1
+    """STRESS_REPLICAS: how many replicas the deployment runs; ``stress_replicas`` below it
+    for long is an alert."""
+    stress_test_interval_s: int | None = None
+    """STRESS_TEST_INTERVAL_S: FOR TESTS ONLY: slots every this many seconds (aligned on the
+    UTC epoch, so replicas agree), every day and hour, instead of the schedule; the replica
+    tests need many slots in seconds. Never set it in production."""
     stress_disable_plugins: str = ""
     """STRESS_DISABLE_PLUGINS: comma-separated entry-point names of plugins not to load."""
     stress_scenarios: str = ""
@@ -239,6 +250,9 @@ _FIELDS: dict[str, Callable[[str], Any]] = {
     "stress_reset_approvals": _number(int, 1, 5),
     "stress_max_file_bytes": _number(int, 0, strict_low=True),
     "stress_db": str,  # a path, or a URL (Path would fold its "//")
+    "stress_slot_lease_s": _number(float, 0, strict_low=True),
+    "stress_replicas": _number(int, 1),
+    "stress_test_interval_s": _number(int, 1),
     "stress_disable_plugins": str,
     "stress_scenarios": str,
     "stress_trace_plugins": _bool,

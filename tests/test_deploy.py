@@ -463,3 +463,30 @@ def test_a_real_alertmanager_pages_once_per_incident(tmp_path: Path):
         proc.wait(timeout=10)
         log.close()
         receiver.server.shutdown()
+
+
+def test_k8s_ha_variant_is_two_replicas_on_postgresql_with_no_volume():
+    objects = {doc["kind"]: doc for path in sorted((DEPLOY / "k8s-ha").glob("*.yaml"))
+               for doc in yaml.safe_load_all(path.read_text())}
+    deployment = objects["Deployment"]["spec"]
+    assert deployment["replicas"] == 2 and deployment["strategy"]["type"] == "RollingUpdate"
+    assert deployment["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
+    pod = deployment["template"]["spec"]
+    (term,) = pod["affinity"]["podAntiAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
+    assert term["topologyKey"] == "kubernetes.io/hostname"
+    labels = deployment["template"]["metadata"]["labels"]
+    assert term["labelSelector"]["matchLabels"].items() <= labels.items()
+    (container,) = pod["containers"]
+    env = {e["name"]: e for e in container["env"]}
+    assert env["STRESS_DB"]["valueFrom"]["secretKeyRef"] == {"name": "stress-runner-secrets",
+                                                             "key": "STRESS_DB"}
+    assert env["STRESS_REPLICAS"]["value"] == str(deployment["replicas"])
+    assert all("persistentVolumeClaim" not in v for v in pod["volumes"])
+    assert [m["mountPath"] for m in container["volumeMounts"]] == ["/tmp"]
+    pdb = objects["PodDisruptionBudget"]["spec"]
+    assert pdb["minAvailable"] == 1 and pdb["selector"]["matchLabels"].items() <= labels.items()
+    example = objects["Secret"]
+    assert example["metadata"]["name"] != "stress-runner-secrets"
+    assert "EXAMPLE-" in example["stringData"]["STRESS_DB"]
+    single = k8s_objects()["Deployment"]["spec"]["template"]["spec"]["containers"][0]
+    assert container["securityContext"] == single["securityContext"]

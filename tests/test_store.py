@@ -4,6 +4,8 @@ the same migrations reach the same schema, and a URL's password never shows."""
 from __future__ import annotations
 
 import json
+import threading
+import time
 from dataclasses import replace
 
 import pytest
@@ -96,3 +98,52 @@ def test_a_password_in_the_url_is_never_shown(postgres):
     assert "hunter2" not in str(caught.value) and "hunter2" not in repr(caught.value)
     with Store(postgres.url().replace("postgres@", "postgres:hunter2-pw@")) as store:
         assert "hunter2" not in store.target
+
+
+def test_a_slot_is_claimed_once_then_taken_over_after_its_lease(store_url):
+    from stress_hookspecs.testing import make_result
+
+    slot = "2026-12-01T15:00:05.000Z"
+    with Store(store_url) as a, Store(store_url) as b:
+        assert a.claim_slot("s", slot, 60, replica="a").state == "claimed"
+        held = b.claim_slot("s", slot, 60, replica="b")
+        assert (held.state, held.replica, held.attempt) == ("held", "a", 1)
+        assert a.renew_claim("s", slot, 0.0, replica="a")  # a's lease runs out now
+        time.sleep(0.01)
+        taken = b.claim_slot("s", slot, 60, replica="b")
+        assert (taken.state, taken.replica, taken.attempt) == ("claimed", "b", 2)
+        assert not a.renew_claim("s", slot, 60, replica="a")  # a lost it: it must stop
+        assert not a.holds_claim("s", slot, replica="a") and b.holds_claim("s", slot, "b")
+        b.save_run(make_result(run_id="r1", scenario="s"), trigger="schedule", prices=None,
+                   scheduled_for=slot)
+        assert a.claim_slot("s", slot, 0.0, replica="a").state == "done"
+        assert a.last_slot() == {"scenario": "s", "scheduled_for": slot, "replica": "b",
+                                 "attempt": 2, "run_id": "r1"}
+
+
+def test_two_replicas_racing_for_each_slot_win_it_once(store_url):
+    slots = [f"2026-12-01T15:{m:02d}:05.000Z" for m in range(20)]
+    won: dict[str, list[str]] = {}
+    with Store(store_url) as a, Store(store_url) as b:
+        def race(store: Store, name: str) -> None:
+            for slot in slots:
+                if store.claim_slot("s", slot, 60, replica=name).state == "claimed":
+                    won.setdefault(slot, []).append(name)
+
+        threads = [threading.Thread(target=race, args=(s, n)) for s, n in ((a, "a"), (b, "b"))]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    assert sorted(won) == slots and all(len(names) == 1 for names in won.values())
+
+
+def test_replicas_seen_recently(store_url):
+    with Store(store_url) as store:
+        store.replica_seen("a")
+        store.replica_seen("b")
+        store.replica_seen("a")
+        seen = store.replicas_seen("2000-01-01T00:00:00Z")
+        assert {r["replica"] for r in seen} == {"a", "b"}
+        assert store.replica_count("2000-01-01T00:00:00Z") == 2
+        assert store.replica_count("2999-01-01T00:00:00Z") == 0

@@ -152,6 +152,11 @@ class Status(_Open):
     halted: bool
     halt: dict[str, Any] | None
     book: str
+    replica: str = Field(description="This replica (host:pid).")
+    last_slot: dict[str, Any] | None = Field(
+        description="The newest scheduled slot with a stored run, and the replica that ran it.")
+    replicas: list[dict[str, Any]] = Field(
+        description="Replicas seen alive in their last three heartbeats, newest first.")
 
 
 class Approval(BaseModel):
@@ -547,8 +552,14 @@ def create_app(service: StressService, *, background: bool = True,
                          "503 otherwise. Open (no token, any Host) for probes.",
              response_model=None,
              responses={200: {"model": Health},
-                        503: {"model": ErrorBody, "description": "scheduler not running"}})
+                        503: {"model": ErrorBody,
+                              "description": "store unreachable, or scheduler not running"}})
     async def healthz() -> dict[str, Any]:
+        try:
+            await run_in_threadpool(service.store.ping)
+        except Exception as exc:  # the database is down or unreachable: this replica is not
+            log.error("healthz: the store does not answer: %s", type(exc).__name__)
+            raise HTTPException(503, "the store does not answer") from None
         status = await run_in_threadpool(service.status)
         ok = status["scheduler_running"] or not background or not status["enabled"]
         if not ok:

@@ -8,6 +8,7 @@ from stress_plugin.store.base import (
     SYMBOL_COLUMNS,
     WORKER,
     DeliveryRow,
+    SlotClaim,
     Store,
     next_episodes,
     redact,
@@ -16,5 +17,5 @@ from stress_plugin.store.base import (
     utc_now,
 )
 
-__all__ = ["MIGRATIONS", "OUTBOX_STATUSES", "SYMBOL_COLUMNS", "WORKER", "DeliveryRow", "Store",
-           "next_episodes", "redact", "target_kind", "utc_in", "utc_now"]
+__all__ = ["MIGRATIONS", "OUTBOX_STATUSES", "SYMBOL_COLUMNS", "WORKER", "DeliveryRow", "SlotClaim",
+           "Store", "next_episodes", "redact", "target_kind", "utc_in", "utc_now"]

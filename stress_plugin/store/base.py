@@ -280,12 +280,38 @@ MIGRATIONS: list[str | Callable[[Any, Callable[[str], Iterable[str]]], None]] = 
     """
     CREATE INDEX runs_by_scenario ON runs (scenario);
     """,
+    # 7: replicas: each scheduled (scenario, slot) is claimed by one replica under a lease it
+    # renews while it runs (another takes over once the lease expired and no run is stored),
+    # and every replica says it is alive.
+    """
+    CREATE TABLE slot_claims (
+        scenario TEXT NOT NULL,
+        scheduled_for TEXT NOT NULL,
+        replica TEXT NOT NULL,
+        claimed_at TEXT NOT NULL,
+        lease_until TEXT NOT NULL,
+        attempt INTEGER NOT NULL DEFAULT 1,
+        PRIMARY KEY (scenario, scheduled_for)
+    );
+    CREATE INDEX slot_claims_by_time ON slot_claims (scheduled_for);
+
+    CREATE TABLE replicas (
+        replica TEXT PRIMARY KEY,
+        started_at TEXT NOT NULL,
+        seen_at TEXT NOT NULL
+    );
+    """,
 ]
 """Schema scripts (or functions of the connection and the backend's script reader, where rows
 must be rewritten) in order, the same on both backends; the schema version (``PRAGMA
 user_version`` on SQLite, the ``schema_version`` table on PostgreSQL) is how many have been
 applied. Append new ones; never edit one that has shipped.
 """
+
+
+WORKER = f"{socket.gethostname()}:{os.getpid()}"
+"""This replica: who holds a delivery or slot claim (this host and process; in Kubernetes the
+host name is the pod's)."""
 
 
 def target_kind(target: Path | str) -> str:
@@ -349,6 +375,21 @@ class DeliveryRow:
 
     def to_dict(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in self.__slots__}
+
+
+@dataclass(frozen=True, slots=True)
+class SlotClaim:
+    """What ``claim_slot`` found: ``claimed`` (this replica runs the slot), ``held`` (another
+    replica's lease is live) or ``done`` (the slot's run is stored)."""
+
+    state: str
+    scenario: str
+    scheduled_for: str
+    replica: str | None
+    """Who holds (or held) the claim; None for a run stored without one."""
+    lease_until: str | None
+    attempt: int
+    """1 for the first claim, +1 per take-over."""
 
 
 class Store:
@@ -762,6 +803,81 @@ class Store:
                 series.setdefault(symbol, []).append(price)
         return [(symbol, price) for symbol in sorted(series) for price in series[symbol]]
 
+    # -- replicas: each scheduled slot runs once -----------------------------------------------
+
+    def claim_slot(self, scenario: str, scheduled_for: str, lease_s: float,
+                   replica: str = WORKER) -> SlotClaim:
+        """Try to take (scenario, slot) for ``replica``, in one transaction: ``claimed`` (run
+        it, renewing the lease while it runs), ``done`` (its run is stored) or ``held`` (another
+        replica's lease is live until ``lease_until``: ask again then). A claim whose lease
+        expired with no stored run is taken over, its ``attempt`` counted."""
+        now = utc_now()
+        with self.transaction() as conn:
+            if conn.execute("SELECT 1 FROM runs WHERE scenario = ? AND scheduled_for = ?",
+                            (scenario, scheduled_for)).fetchone() is not None:
+                return self._claim(conn, scenario, scheduled_for, "done")
+            inserted = conn.execute(
+                "INSERT INTO slot_claims (scenario, scheduled_for, replica, claimed_at,"
+                " lease_until) VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                (scenario, scheduled_for, replica, now, utc_in(lease_s))).rowcount
+            taken = inserted or conn.execute(
+                "UPDATE slot_claims SET replica = ?, claimed_at = ?, lease_until = ?,"
+                " attempt = attempt + 1 WHERE scenario = ? AND scheduled_for = ?"
+                " AND lease_until < ?",
+                (replica, now, utc_in(lease_s), scenario, scheduled_for, now)).rowcount
+            return self._claim(conn, scenario, scheduled_for, "claimed" if taken else "held")
+
+    def renew_claim(self, scenario: str, scheduled_for: str, lease_s: float,
+                    replica: str = WORKER) -> bool:
+        """Extend ``replica``'s lease (the heartbeat of a slot being run); False once the claim
+        is another replica's (it expired and was taken over)."""
+        with self.transaction() as conn:
+            return bool(conn.execute(
+                "UPDATE slot_claims SET lease_until = ? WHERE scenario = ? AND scheduled_for = ?"
+                " AND replica = ?", (utc_in(lease_s), scenario, scheduled_for, replica)).rowcount)
+
+    def holds_claim(self, scenario: str, scheduled_for: str, replica: str = WORKER) -> bool:
+        """Whether ``replica`` still holds the claim (checked before a side effect)."""
+        return bool(self._query("SELECT 1 FROM slot_claims WHERE scenario = ? AND"
+                                " scheduled_for = ? AND replica = ?",
+                                (scenario, scheduled_for, replica)))
+
+    def last_slot(self) -> dict[str, Any] | None:
+        """The newest scheduled slot with a stored run, and the replica whose claim ran it."""
+        rows = self._query(
+            "SELECT c.scenario, c.scheduled_for, c.replica, c.attempt, r.run_id"
+            " FROM slot_claims AS c JOIN runs AS r ON r.scenario = c.scenario"
+            " AND r.scheduled_for = c.scheduled_for"
+            " ORDER BY c.scheduled_for DESC, c.scenario LIMIT 1")
+        return {k: rows[0][k] for k in rows[0].keys()} if rows else None  # noqa: SIM118
+
+    def replica_seen(self, replica: str = WORKER) -> None:
+        """``replica`` is alive now (its heartbeat)."""
+        now = utc_now()
+        with self.transaction() as conn:
+            conn.execute("INSERT INTO replicas (replica, started_at, seen_at) VALUES (?, ?, ?)"
+                         " ON CONFLICT (replica) DO UPDATE SET seen_at = excluded.seen_at",
+                         (replica, now, now))
+
+    def replicas_seen(self, since: str) -> list[dict[str, Any]]:
+        """The replicas seen at or after ``since`` (ISO UTC), newest heartbeat first."""
+        rows = self._query("SELECT replica, started_at, seen_at FROM replicas"
+                           " WHERE seen_at >= ? ORDER BY seen_at DESC, replica", (since,))
+        return [{"replica": r["replica"], "started_at": r["started_at"],
+                 "seen_at": r["seen_at"]} for r in rows]
+
+    def replica_count(self, since: str) -> int:
+        """How many replicas were seen at or after ``since`` (one cheap read, for a gauge)."""
+        return int(self._query("SELECT COUNT(*) FROM replicas WHERE seen_at >= ?",
+                               (since,))[0][0])
+
+    def _claim(self, conn: Any, scenario: str, scheduled_for: str, state: str) -> SlotClaim:
+        row = conn.execute("SELECT replica, lease_until, attempt FROM slot_claims"
+                           " WHERE scenario = ? AND scheduled_for = ?",
+                           (scenario, scheduled_for)).fetchone()
+        return SlotClaim(state, scenario, scheduled_for, row["replica"] if row else None,
+                         row["lease_until"] if row else None, row["attempt"] if row else 0)
+
     # -- halt ---------------------------------------------------------------------------------
 
     def halted(self) -> bool:
@@ -912,10 +1028,6 @@ def next_episodes(result: StressResult, breach: str | None, failure: str | None
         breach = breach or result.run_id
         return replace(result, episode=breach, resolves=resolves), breach, None
     return replace(result, episode=None, resolves=resolves), None, None
-
-
-WORKER = f"{socket.gethostname()}:{os.getpid()}"
-"""Who holds a delivery claim: this host and process."""
 
 
 def _alive(pid: int) -> bool:
