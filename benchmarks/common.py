@@ -152,9 +152,28 @@ def make_runner(store: Store | None) -> StressRunner:
     return StressRunner(plugins=make_plugins(), settings=settings, store=store)
 
 
-def temp_store() -> tuple[Store, tempfile.TemporaryDirectory]:
-    folder = tempfile.TemporaryDirectory(prefix="stress-bench-")
-    return Store(Path(folder.name) / "stress.db"), folder
+def temp_store(postgresql: str | None = None) -> tuple[Store, Any]:
+    """A new store and what ``cleanup()`` removes: a SQLite file in a temp dir, or, given a
+    PostgreSQL URL, a schema of its own in that database (dropped by ``cleanup()``)."""
+    if postgresql is None:
+        folder = tempfile.TemporaryDirectory(prefix="stress-bench-")
+        return Store(Path(folder.name) / "stress.db"), folder
+    import uuid
+
+    import psycopg
+
+    schema = f"stress_bench_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(postgresql, autocommit=True) as conn:
+        conn.execute(f"CREATE SCHEMA {schema}")
+
+    class Schema:
+        @staticmethod
+        def cleanup() -> None:
+            with psycopg.connect(postgresql, autocommit=True) as conn:
+                conn.execute(f"DROP SCHEMA {schema} CASCADE")
+
+    joiner = "&" if "?" in postgresql else "?"
+    return Store(f"{postgresql}{joiner}options=-csearch_path%3D{schema}"), Schema
 
 
 # -- the baselines: model.md written directly, as a loop and as symbols x grid numpy ---------

@@ -7,12 +7,15 @@ SQLite file in the temp directory, WAL) and the service's ``PrometheusMetrics.ob
 embedded host and the flash_crash pack are registered, alert sinks are off. ``runtime_ms`` is
 the runner's own figure (book to evaluation, what the 50 ms budget covers); ``store`` is the
 ``save_run`` call and ``metrics`` the ``observe_run`` call, both inside the full figure.
+With ``--postgresql URL`` the full run is also timed with the PostgreSQL store (a schema of its
+own in that database, a loopback or remote server: the store figure is then a network round
+trip per statement), in a second table.
 
 The baselines (``common.plain_loop``, ``common.numpy_model``) compute the model and the
 breaches from the same ``Book``; each is first checked to give the runner's metrics and
 breaches, then timed. Ratios are baseline p50 over full-run p50, measured in one process.
 
-    python benchmarks/run_once.py [--sizes 100 1000 10000 100000] [--quick]
+    python benchmarks/run_once.py [--sizes 100 1000 10000 100000] [--quick] [--postgresql URL]
 """
 
 from __future__ import annotations
@@ -45,8 +48,9 @@ TARGETS = {100: "p50 <= 0.2, >= 25x loop", 1_000: "p99 <= 3x p50",
            10_000: "p50 <= 3, >= 150x loop, p99 <= 3x p50", 100_000: "p50 <= 35"}
 
 
-def bench(n: int, repeat: int | None, loop_repeat: int | None) -> list[str]:
-    store, folder = temp_store()
+def bench(n: int, repeat: int | None, loop_repeat: int | None,
+          postgresql: str | None = None) -> list[str]:
+    store, folder = temp_store(postgresql)
     runner = make_runner(store)
     metrics = PrometheusMetrics()
     host = synthetic_book(n)
@@ -109,6 +113,8 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, help="timed runs per size (default by size)")
     parser.add_argument("--loop-repeat", type=int, help="timed loops per size; 0: none")
     parser.add_argument("--quick", action="store_true", help="tiny sizes and repeats (CI)")
+    parser.add_argument("--postgresql", metavar="URL",
+                        help="also run with the PostgreSQL store in this (empty) database")
     args = parser.parse_args()
     if args.quick:
         args.sizes, args.repeat, args.loop_repeat = [100, 1_000], 20, 1
@@ -120,6 +126,11 @@ def main() -> None:
     print(table(["symbols", "full p50", "full p99", "p99/p50", "full p50, BookColumns",
                  "runtime_ms p50", "store p50", "metrics p50", "loop p50", "numpy p50",
                  "x loop", "x numpy", "runs", "target (ms)"], rows))
+    if args.postgresql:
+        rows = [bench(n, args.repeat, 0, args.postgresql)[:8] for n in args.sizes]
+        print("\n### run_once with the PostgreSQL store (ms), beside SQLite above\n")
+        print(table(["symbols", "full p50", "full p99", "p99/p50", "full p50, BookColumns",
+                     "runtime_ms p50", "store p50", "metrics p50"], rows))
 
 
 if __name__ == "__main__":

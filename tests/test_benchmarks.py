@@ -25,3 +25,12 @@ def test_benchmark_runs_in_quick_mode(script, headings):
     assert out.returncode == 0, out.stderr
     for text in headings:
         assert text in out.stdout, out.stdout
+
+
+def test_run_once_reports_the_postgresql_store_beside_sqlite(postgres):
+    out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "run_once.py"), "--quick",
+                          "--postgresql", postgres.url()],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    sqlite, _, pg = out.stdout.partition("### run_once with the PostgreSQL store")
+    assert "| 1,000 |" in sqlite and "| symbols | full p50 |" in pg and "| 1,000 |" in pg
