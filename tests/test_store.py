@@ -10,10 +10,10 @@ from dataclasses import replace
 
 import pytest
 
-from helpers import free_port
+from helpers import cli, free_port
 from stress_hookspecs import Book, Position
 from stress_plugin.core.errors import ConfigError
-from stress_plugin.store import MIGRATIONS, Store, redact, target_kind
+from stress_plugin.store import MIGRATIONS, WORKER, Store, redact, target_kind, utc_in
 
 
 def host_book(n: int) -> Book:
@@ -147,3 +147,28 @@ def test_replicas_seen_recently(store_url):
         assert {r["replica"] for r in seen} == {"a", "b"}
         assert store.replica_count("2000-01-01T00:00:00Z") == 2
         assert store.replica_count("2999-01-01T00:00:00Z") == 0
+
+
+def test_the_cli_names_an_unreachable_database_without_its_password():
+    url = f"postgresql://stress:hunter2-pw@127.0.0.1:{free_port()}/db"
+    out = cli("status", env={"STRESS_DB": url})
+    assert out.returncode == 2 and "STRESS_DB" in out.stderr and "cannot open" in out.stderr
+    assert "hunter2" not in out.stderr + out.stdout and "stress:***@" in out.stderr
+
+
+def test_a_delivery_claimed_by_a_replica_elsewhere_waits_for_its_lease(store_url):
+    from stress_hookspecs.testing import make_result
+
+    with Store(store_url) as store:
+        store.save_run(make_result(run_id="r1", scenario="s"), trigger="cli", prices=None,
+                       sinks=["pagerduty"])
+        [row] = store.deliveries_pending()
+        with store.transaction() as conn:  # another host's replica holds it, lease live
+            conn.execute("UPDATE deliveries SET claimed_by = 'other-pod:7', claimed_until = ?",
+                         (utc_in(60),))
+        assert store.release_dead_claims() == 0  # not a process of this host: its lease holds
+        assert store.delivery_claim(row.id, 10) is None
+        with store.transaction() as conn:  # that replica died: its lease ran out
+            conn.execute("UPDATE deliveries SET claimed_until = ?", (utc_in(-1),))
+        claimed = store.delivery_claim(row.id, 10)
+        assert claimed is not None and claimed.claimed_by == WORKER

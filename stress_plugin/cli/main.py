@@ -42,6 +42,14 @@ def main(argv: Sequence[str] | None = None) -> int:
               f"be used: {exc} (restore it from a backup, or move it aside to start afresh)",
               file=sys.stderr)
         return EXIT_INPUT
+    except Exception as exc:
+        if not type(exc).__module__.startswith("psycopg"):
+            raise
+        # the PostgreSQL store went away mid-command (psycopg names host and port, never the
+        # password; the target is shown redacted)
+        print(f"stress-runner: error: environment: STRESS_DB: the store {_db_path()} cannot "
+              f"be used: {' '.join(str(exc).split())}", file=sys.stderr)
+        return EXIT_INPUT
 
 
 def _db_path() -> str:
