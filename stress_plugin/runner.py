@@ -29,6 +29,7 @@ from stress_hookspecs import (
     Limits,
     Metrics,
     RiskEvent,
+    RunTrigger,
     StressResult,
     SymbolMetrics,
 )
@@ -206,7 +207,7 @@ class StressRunner:
         book: Book | BookColumns | Mapping[str, Any] | str | Path | None = None,
         scenario: str | Path | StressScenario = DEFAULT_SCENARIO,
         symbols: Sequence[str] | None = None,
-        trigger: str = "manual",
+        trigger: RunTrigger = "manual",
         scheduled_for: str | None = None,
     ) -> StressResult:
         """Stress the book once; publishes KILL_SWITCH on a breach; stores the run with its
@@ -227,7 +228,7 @@ class StressRunner:
         scenarios: Sequence[str | Path | StressScenario],
         book: Book | BookColumns | Mapping[str, Any] | str | Path | None = None,
         symbols: Sequence[str] | None = None,
-        trigger: str = "manual",
+        trigger: RunTrigger = "manual",
         scheduled_for: str | None = None,
         fence: Callable[[], bool] | None = None,
     ) -> list[StressResult]:
@@ -253,7 +254,7 @@ class StressRunner:
 
     def _run_many(self, chosen: list[StressScenario],
                   book: Book | BookColumns | Mapping[str, Any] | str | Path | None,
-                  symbols: Sequence[str] | None, trigger: str, scheduled_for: str | None,
+                  symbols: Sequence[str] | None, trigger: RunTrigger, scheduled_for: str | None,
                   fence: Callable[[], bool] | None = None) -> list[StressResult]:
         started = time.perf_counter()
         arrays: BookArrays | None = None

@@ -24,7 +24,7 @@ from fastapi_offline import FastAPIOffline
 from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator
 
-from stress_hookspecs import LIMIT_NAMES
+from stress_hookspecs import LIMIT_NAMES, RunTrigger
 from stress_plugin.core.book import SYMBOL_RULE, is_symbol
 from stress_plugin.core.errors import (
     ECHO_CHARS,
@@ -128,7 +128,7 @@ class FailedRun(BaseModel):
 
 
 class StoredRun(RunResult):
-    trigger: str
+    trigger: RunTrigger
     scheduled_for: str | None
 
 

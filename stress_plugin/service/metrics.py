@@ -17,7 +17,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
-from stress_hookspecs import StressResult, SymbolMetrics
+from stress_hookspecs import RunTrigger, StressResult, SymbolMetrics
 from stress_hookspecs.types import Column
 from stress_plugin.core.errors import FAILURE_REASONS
 
@@ -101,7 +101,7 @@ class PrometheusMetrics:
         self._halted, self._next_run = halted, next_run
         self.scheduler_counts, self.outbox_stats = scheduler_counts, outbox
 
-    def observe_runs(self, results: list[StressResult], trigger: str,
+    def observe_runs(self, results: list[StressResult], trigger: RunTrigger,
                      finished_unix: float) -> None:
         """Runs of one book snapshot (``run_many``): each counted under its scenario, and
         their one KILL_SWITCH event (and its confirmation) counted once."""
@@ -112,7 +112,7 @@ class PrometheusMetrics:
         if any(r.kill_switch_confirmed is False for r in results):
             self.kill_unconfirmed.inc()
 
-    def observe_run(self, result: StressResult, trigger: str, finished_unix: float, *,
+    def observe_run(self, result: StressResult, trigger: RunTrigger, finished_unix: float, *,
                     count_kill_switch: bool = True) -> None:
         self.runs.labels(result.scenario, trigger).inc()
         if result.kill_switch and count_kill_switch:

@@ -17,7 +17,7 @@ from typing import Any
 
 from prometheus_client import Gauge
 
-from stress_hookspecs import StressResult
+from stress_hookspecs import RunTrigger, StressResult
 from stress_plugin.core.errors import ConfigError, RunFailure
 from stress_plugin.core.limits import check_limits
 from stress_plugin.core.prices import price_summary
@@ -84,15 +84,15 @@ class StressService:
 
     # -- runs ---------------------------------------------------------------------------------
 
-    def run(self, *, trigger: str, scenario: str | None = None,
+    def run(self, *, trigger: RunTrigger, scenario: str | None = None,
             symbols: list[str] | None = None,
             scheduled_for: datetime | None = None) -> StressResult:
         """One run, never overlapping another; stored and counted before it returns."""
         return self.run_many(trigger=trigger, scenarios=[scenario or self.config.scenarios[0]],
                              symbols=symbols, scheduled_for=scheduled_for)[0]
 
-    def run_many(self, *, trigger: str, scenarios: list[str], symbols: list[str] | None = None,
-                 scheduled_for: datetime | None = None,
+    def run_many(self, *, trigger: RunTrigger, scenarios: list[str],
+                 symbols: list[str] | None = None, scheduled_for: datetime | None = None,
                  fence: Callable[[], bool] | None = None) -> list[StressResult]:
         """Each scenario on one snapshot of the book (``StressRunner.run_many``: one
         KILL_SWITCH for all), never overlapping another run; stored and counted per scenario."""

@@ -23,7 +23,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from stress_hookspecs import StressResult, SymbolMetrics
+from stress_hookspecs import RunTrigger, StressResult, SymbolMetrics
 from stress_plugin.core.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -34,10 +34,10 @@ if TYPE_CHECKING:
 OUTBOX_STATUSES = ("pending", "delivered", "failed")
 SYMBOL_COLUMNS = ("worst_pnl", "drawdown_pct", "var_ratio", "delta_change", "headroom")
 """The per-symbol metrics a stored run keeps as float64 columns, in this order."""
-_RESULT_KEYS = ("run_id", "scenario", "status", "error", "failure", "timestamp", "book_source",
-                "symbols_tested", "breach_count", "breached_symbols", "breaches", "kill_switch",
-                "halted", "kill_switch_confirmed", "runtime_ms", "headroom", "limits",
-                "limit_sources", "portfolio", "episode", "resolves", "symbols", "skipped_symbols")
+_RESULT_KEYS = tuple(StressResult(run_id="", scenario="", timestamp="", symbols_tested=0,
+                                  portfolio=None, symbols={}, headroom=None, limits=None
+                                  ).to_dict())
+"""The result JSON's keys in ``StressResult.to_dict()``'s order, read off it."""
 _RUN_COLUMNS = ("run_id", "timestamp", "scenario", "status", "failure", "trigger",
                 "scheduled_for", "breach_count", "kill_switch", "headroom", "runtime_ms",
                 "result", "symbols", "symbol_columns", "prices")
@@ -644,7 +644,7 @@ class Store:
         self._last_names = (names, text)
         return text
 
-    def save_run(self, result: StressResult, *, trigger: str, prices: Any,
+    def save_run(self, result: StressResult, *, trigger: RunTrigger, prices: Any,
                  scheduled_for: str | None = None, sinks: Sequence[str] = (),
                  paths: PathInputs | None = None) -> StressResult:
         """The run, the mid price of each tested symbol (``prices``, in result order; None for
