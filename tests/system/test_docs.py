@@ -84,7 +84,7 @@ def test_every_document_a_comment_cites_is_in_the_repository():
     cited = re.compile(r"[\w./-]*\w\.md\b")
     missing = []
     for path in [*ROOT.glob("stress_plugin/**/*.py"), *ROOT.glob("hookspecs/**/*.py"),
-                 *ROOT.glob("tests/*.py"), *ROOT.glob("benchmarks/*.py"),
+                 *ROOT.glob("tests/**/*.py"), *ROOT.glob("benchmarks/*.py"),
                  *ROOT.glob("hosts/nautilus/**/*.py"), *ROOT.glob("scenario_packs/**/*.py")]:
         for name in cited.findall(path.read_text(encoding="utf-8")):
             where = [ROOT / name, ROOT / "docs" / name, path.parent / name]
