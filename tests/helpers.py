@@ -19,6 +19,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import textwrap
 import threading
 import time
 import uuid
@@ -215,6 +216,40 @@ def pip_install_target(source: Path, target: Path) -> None:
          "--target", str(target), str(source)],
         check=True, capture_output=True, text=True, timeout=300,
     )
+
+
+def install_sources(files: dict[str, str], src: Path, site: Path) -> Path:
+    """Write a distribution's ``files`` (dedented) under ``src`` and pip-install it into
+    ``site``, a directory to put on PYTHONPATH; returns ``site``."""
+    for name, text in files.items():
+        (src / name).parent.mkdir(parents=True, exist_ok=True)
+        (src / name).write_text(textwrap.dedent(text))
+    pip_install_target(src, site)
+    return site
+
+
+def one_module_plugin(distribution: str, entry_point: str, source: str) -> dict[str, str]:
+    """The files of a third-party plugin: one module (``source``), one entry point."""
+    module = distribution.replace("-", "_")
+    return {
+        "pyproject.toml": f"""
+            [build-system]
+            requires = ["setuptools>=64"]
+            build-backend = "setuptools.build_meta"
+
+            [project]
+            name = "{distribution}"
+            version = "1.0.0"
+            dependencies = ["stress-hookspecs"]
+
+            [project.entry-points.stress_plugin]
+            {entry_point} = "{module}"
+
+            [tool.setuptools]
+            py-modules = ["{module}"]
+        """,
+        f"{module}.py": source,
+    }
 
 
 # -- the fake PagerDuty ----------------------------------------------------------------------

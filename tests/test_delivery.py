@@ -12,7 +12,6 @@ import os
 import signal
 import subprocess
 import sys
-import textwrap
 import threading
 import time
 from pathlib import Path
@@ -28,6 +27,8 @@ from helpers import (
     book,
     cli,
     free_port,
+    install_sources,
+    one_module_plugin,
     pip_install_target,
     position,
     start_serve,
@@ -186,41 +187,18 @@ def test_the_webhook_example_is_retried_by_the_runtime_until_delivered_once(tmp_
         server.shutdown()
 
 
-HANGING = {
-    "pyproject.toml": """
-        [build-system]
-        requires = ["setuptools>=64"]
-        build-backend = "setuptools.build_meta"
+HANGING = one_module_plugin("stress-hanging-sink", "hanging", """
+    import threading
+    from stress_hookspecs import hookimpl
 
-        [project]
-        name = "stress-hanging-sink"
-        version = "1.0.0"
-        dependencies = ["stress-hookspecs"]
-
-        [project.entry-points.stress_plugin]
-        hanging = "stress_hanging_sink"
-
-        [tool.setuptools]
-        py-modules = ["stress_hanging_sink"]
-    """,
-    "stress_hanging_sink.py": """
-        import threading
-        from stress_hookspecs import hookimpl
-
-        @hookimpl
-        def stress_alert(result, delivery):
-            threading.Event().wait()  # forever
-    """,
-}
+    @hookimpl
+    def stress_alert(result, delivery):
+        threading.Event().wait()  # forever
+""")
 
 
 def test_run_with_a_sink_that_hangs_forever_exits_on_time_and_leaves_it_pending(tmp_path):
-    src = tmp_path / "src"
-    for name, text in HANGING.items():
-        (src / name).parent.mkdir(parents=True, exist_ok=True)
-        (src / name).write_text(textwrap.dedent(text))
-    site = tmp_path / "site"
-    pip_install_target(src, site)
+    site = install_sources(HANGING, tmp_path / "src", tmp_path / "site")
     env = {"PYTHONPATH": str(site), "STRESS_DB": str(tmp_path / "s.db"),
            "STRESS_ALERT_WAIT_S": "1.5", "STRESS_ALERT_TIMEOUT_S": "1"}
     started = time.monotonic()

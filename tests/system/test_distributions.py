@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import json
 import re
-import textwrap
 from pathlib import Path
 
 import pytest
 
-from helpers import ROOT, cli, pip_install_target
+from helpers import ROOT, cli, install_sources, pip_install_target
 
 THIRD_PARTY = {
     "pyproject.toml": """
@@ -71,13 +70,8 @@ THIRD_PARTY = {
 
 @pytest.fixture(scope="module")
 def third_party(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    src = tmp_path_factory.mktemp("src")
-    for name, text in THIRD_PARTY.items():
-        (src / name).parent.mkdir(parents=True, exist_ok=True)
-        (src / name).write_text(textwrap.dedent(text))
-    site = tmp_path_factory.mktemp("site")
-    pip_install_target(src, site)
-    return site
+    return install_sources(THIRD_PARTY, tmp_path_factory.mktemp("src"),
+                           tmp_path_factory.mktemp("site"))
 
 
 def test_pack_is_found_after_a_real_pip_install(tmp_path: Path):

@@ -8,7 +8,6 @@ import json
 import math
 import sqlite3
 import struct
-import textwrap
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -16,7 +15,14 @@ import httpx
 import pytest
 import yaml
 
-from helpers import book, cli, free_port, pip_install_target, position, start_serve
+from helpers import (
+    book,
+    cli,
+    free_port,
+    install_sources,
+    position,
+    start_serve,
+)
 from stress_plugin.store import MIGRATIONS, Store
 
 PLUGINS = {
@@ -102,13 +108,8 @@ SOURCES = {
 
 @pytest.fixture(scope="module")
 def site(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    src = tmp_path_factory.mktemp("src")
-    for name, text in SOURCES.items():
-        (src / name).parent.mkdir(parents=True, exist_ok=True)
-        (src / name).write_text(textwrap.dedent(text))
-    target = tmp_path_factory.mktemp("site")
-    pip_install_target(src, target)
-    return target
+    return install_sources(SOURCES, tmp_path_factory.mktemp("src"),
+                           tmp_path_factory.mktemp("site"))
 
 
 def env_with(site: Path, tmp_path: Path, *loaded: str, block: str = "",

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import signal
-import textwrap
 import time
 import uuid
 from datetime import datetime, timedelta
@@ -22,7 +21,8 @@ from helpers import (
     FakePagerDuty,
     book,
     free_port,
-    pip_install_target,
+    install_sources,
+    one_module_plugin,
     position,
     start_serve,
 )
@@ -30,33 +30,15 @@ from stress_plugin.store import Store
 
 KEY = "R3PL1CAK3Y" + "q" * 22
 INTERVAL_S = 2
-SLOW = {
-    "pyproject.toml": """
-        [build-system]
-        requires = ["setuptools>=64"]
-        build-backend = "setuptools.build_meta"
+SLOW = one_module_plugin("stress-slow-evaluator", "slow", """
+    import time
+    from stress_hookspecs import hookimpl
 
-        [project]
-        name = "stress-slow-evaluator"
-        version = "1.0.0"
-        dependencies = ["stress-hookspecs"]
-
-        [project.entry-points.stress_plugin]
-        slow = "stress_slow_evaluator"
-
-        [tool.setuptools]
-        py-modules = ["stress_slow_evaluator"]
-    """,
-    "stress_slow_evaluator.py": """
-        import time
-        from stress_hookspecs import hookimpl
-
-        @hookimpl
-        def stress_evaluate(result):
-            time.sleep(0.5)  # long enough to kill a replica mid-run
-            return []
-    """,
-}
+    @hookimpl
+    def stress_evaluate(result):
+        time.sleep(0.5)  # long enough to kill a replica mid-run
+        return []
+""")
 
 
 def slots_stored(store: Store) -> list[dict]:
@@ -74,12 +56,7 @@ def wait_for(check, timeout: float, what: str):
 
 def test_two_serves_run_every_slot_once_and_take_over_a_killed_one(postgres, tmp_path: Path):
     url = postgres.url(f"t_{uuid.uuid4().hex[:12]}")
-    src = tmp_path / "src"
-    for name, text in SLOW.items():
-        (src / name).parent.mkdir(parents=True, exist_ok=True)
-        (src / name).write_text(textwrap.dedent(text))
-    site = tmp_path / "site"
-    pip_install_target(src, site)
+    site = install_sources(SLOW, tmp_path / "src", tmp_path / "site")
     breaching = tmp_path / "book.yaml"
     breaching.write_text(yaml.safe_dump(book(position(quantity=6, var=3000))))
     store = Store(url)
