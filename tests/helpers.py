@@ -228,28 +228,25 @@ def install_sources(files: dict[str, str], src: Path, site: Path) -> Path:
     return site
 
 
+def plugin_pyproject(distribution: str, entry_points: dict[str, str], *,
+                     version: str = "1.0.0", package: bool = False) -> str:
+    """A third-party plugin distribution's pyproject.toml: its ``stress_plugin`` entry points
+    (name -> ``module[:object]``), and its code as one module or one package of its name."""
+    module = distribution.replace("-", "_")
+    points = "\n".join(f'{name} = "{target}"' for name, target in entry_points.items())
+    code = f'packages = ["{module}"]' if package else f'py-modules = ["{module}"]'
+    return (f'[build-system]\nrequires = ["setuptools>=64"]\n'
+            f'build-backend = "setuptools.build_meta"\n\n'
+            f'[project]\nname = "{distribution}"\nversion = "{version}"\n'
+            f'dependencies = ["stress-hookspecs"]\n\n'
+            f"[project.entry-points.stress_plugin]\n{points}\n\n[tool.setuptools]\n{code}\n")
+
+
 def one_module_plugin(distribution: str, entry_point: str, source: str) -> dict[str, str]:
     """The files of a third-party plugin: one module (``source``), one entry point."""
     module = distribution.replace("-", "_")
-    return {
-        "pyproject.toml": f"""
-            [build-system]
-            requires = ["setuptools>=64"]
-            build-backend = "setuptools.build_meta"
-
-            [project]
-            name = "{distribution}"
-            version = "1.0.0"
-            dependencies = ["stress-hookspecs"]
-
-            [project.entry-points.stress_plugin]
-            {entry_point} = "{module}"
-
-            [tool.setuptools]
-            py-modules = ["{module}"]
-        """,
-        f"{module}.py": source,
-    }
+    return {"pyproject.toml": plugin_pyproject(distribution, {entry_point: module}),
+            f"{module}.py": source}
 
 
 # -- the fake PagerDuty ----------------------------------------------------------------------

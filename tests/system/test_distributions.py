@@ -12,26 +12,13 @@ from pathlib import Path
 
 import pytest
 
-from helpers import ROOT, cli, install_sources, pip_install_target
+from helpers import ROOT, cli, install_sources, pip_install_target, plugin_pyproject
 
 THIRD_PARTY = {
-    "pyproject.toml": """
-        [build-system]
-        requires = ["setuptools>=64"]
-        build-backend = "setuptools.build_meta"
-
-        [project]
-        name = "stress-thirdparty-demo"
-        version = "2.5.0"
-        dependencies = ["stress-hookspecs"]
-
-        [project.entry-points.stress_plugin]
-        demo = "stress_thirdparty_demo"
-        demo_raising = "stress_thirdparty_demo.raising"
-
-        [tool.setuptools]
-        packages = ["stress_thirdparty_demo"]
-    """,
+    "pyproject.toml": plugin_pyproject(
+        "stress-thirdparty-demo", {"demo": "stress_thirdparty_demo",
+                                   "demo_raising": "stress_thirdparty_demo.raising"},
+        version="2.5.0", package=True),
     "stress_thirdparty_demo/__init__.py": """
         import json, os
         from stress_hookspecs import hookimpl

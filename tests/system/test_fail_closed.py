@@ -20,6 +20,7 @@ from helpers import (
     cli,
     free_port,
     install_sources,
+    plugin_pyproject,
     position,
     start_serve,
 )
@@ -34,22 +35,7 @@ PLUGINS = {
     "recorder": "stress_failclosed_demo.recorder",
 }
 SOURCES = {
-    "pyproject.toml": """
-        [build-system]
-        requires = ["setuptools>=64"]
-        build-backend = "setuptools.build_meta"
-
-        [project]
-        name = "stress-failclosed-demo"
-        version = "1.0.0"
-        dependencies = ["stress-hookspecs"]
-
-        [project.entry-points.stress_plugin]
-    """ + "\n".join(f'{name} = "{target}"' for name, target in PLUGINS.items()) + """
-
-        [tool.setuptools]
-        packages = ["stress_failclosed_demo"]
-    """,
+    "pyproject.toml": plugin_pyproject("stress-failclosed-demo", PLUGINS, package=True),
     "stress_failclosed_demo/__init__.py": "",
     "stress_failclosed_demo/hosts.py": """
         from stress_hookspecs import hookimpl
