@@ -24,6 +24,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from stress_hookspecs import Delivery, DeliveryDeferred, DeliveryRejected, StressResult
+from stress_plugin.core.times import parse_iso
 from stress_plugin.plugins import Plugins
 from stress_plugin.settings import Settings
 from stress_plugin.store import DeliveryRow, Store, utc_now
@@ -292,8 +293,7 @@ class Deliverer:
 
 
 def _seconds_until(iso: str) -> float:
-    moment = datetime.fromisoformat(iso.replace("Z", "+00:00"))
-    return (moment - datetime.now(UTC)).total_seconds()
+    return (parse_iso(iso) - datetime.now(UTC)).total_seconds()
 
 
 def _duration(seconds: float) -> str:

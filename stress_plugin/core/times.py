@@ -11,6 +11,12 @@ def iso_utc(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def iso_utc_ms(moment: datetime) -> str:
+    """``2024-01-15T15:00:05.123Z``: to the millisecond, as the store keeps times (sortable as
+    text)."""
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
 def parse_iso(text: str) -> datetime:
     """The aware moment of an ISO 8601 text written with a ``Z`` or an offset."""
     return datetime.fromisoformat(text.replace("Z", "+00:00"))

@@ -20,6 +20,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from stress_hookspecs import RunTrigger, StressResult, SymbolMetrics
 from stress_hookspecs.types import Column
 from stress_plugin.core.errors import FAILURE_REASONS
+from stress_plugin.core.times import parse_iso
 
 RUNTIME_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075,
                    0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0, 2.5, 5.0)
@@ -275,15 +276,14 @@ class _OutboxCollector:
         for sink in sorted({*self.metrics.sinks, *stats}):
             count, created = stats.get(sink, (0, None))
             pending.add_metric([sink], count)
-            age = 0.0 if created is None else (now - datetime.fromisoformat(
-                created.replace("Z", "+00:00"))).total_seconds()
+            age = 0.0 if created is None else (now - parse_iso(created)).total_seconds()
             oldest.add_metric([sink], max(0.0, age))
         yield pending
         yield oldest
 
 
 def _unix(timestamp: str) -> float:
-    return datetime.fromisoformat(timestamp).timestamp()
+    return parse_iso(timestamp).timestamp()
 
 
 def _unix_or_0(moment: datetime | None) -> float:

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from stress_hookspecs import RunTrigger, StressResult, SymbolMetrics
 from stress_plugin.core.errors import ConfigError
+from stress_plugin.core.times import iso_utc_ms
 
 if TYPE_CHECKING:
     import numpy as np
@@ -338,7 +339,7 @@ def redact(target: Path | str) -> str:
 
 def utc_now() -> str:
     """ISO 8601 UTC with a ``Z``, to the millisecond: sortable as text."""
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return iso_utc_ms(datetime.now(UTC))
 
 
 def _statements(script: str) -> Iterator[str]:
@@ -1044,8 +1045,7 @@ def _alive(pid: int) -> bool:
 
 def utc_in(seconds: float) -> str:
     """``utc_now()`` plus ``seconds``, in the same sortable text form."""
-    moment = datetime.now(UTC) + timedelta(seconds=seconds)
-    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return iso_utc_ms(datetime.now(UTC) + timedelta(seconds=seconds))
 
 
 def _symbol_columns(result: StressResult) -> tuple[Any, np.ndarray]:

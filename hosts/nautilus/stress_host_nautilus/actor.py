@@ -13,6 +13,7 @@ from nautilus_trader.model.enums import TradingState
 
 from stress_hookspecs import RiskEvent, StressResult
 from stress_host_nautilus.host import HOST_PLUGIN_NAME, NautilusHost
+from stress_plugin.core.times import iso_utc
 from stress_plugin.plugins import Plugins
 from stress_plugin.runner import StressRunner
 from stress_plugin.service.schedule import check_schedule, fire_times
@@ -163,7 +164,7 @@ class StressActor(Actor):
             return []
         self.slots_run += 1
         done = self.runner.run_many(scenarios=list(self.config.scenarios), trigger="schedule",
-                                    scheduled_for=slot.strftime("%Y-%m-%dT%H:%M:%SZ"))
+                                    scheduled_for=iso_utc(slot))
         self.results.extend(done)
         self.last_result = done[-1]
         return done
