@@ -125,11 +125,14 @@ def fire_times(
         index += 1
 
 
+INTERVAL_RULE = "must be an integer in 1..60 that divides 60"
+
+
 def interval_problem(interval_minutes: int) -> str | None:
     """Why ``interval_minutes`` cannot be a schedule's interval, or None: the one rule, used
     by ``check_schedule`` and by the service config's validation."""
     if not 1 <= interval_minutes <= 60 or 60 % interval_minutes:
-        return "must be an integer in 1..60 that divides 60"
+        return INTERVAL_RULE
     return None
 
 
@@ -146,8 +149,7 @@ def check_schedule(interval_minutes: Any, offset_seconds: Any, market_hours_only
     def whole(value: Any) -> bool:
         return isinstance(value, int) and not isinstance(value, bool)
 
-    problem = interval_problem(interval_minutes) if whole(interval_minutes) else \
-        "must be an integer in 1..60 that divides 60"
+    problem = interval_problem(interval_minutes) if whole(interval_minutes) else INTERVAL_RULE
     if problem:
         raise ValueError(f"interval_minutes={interval_minutes!r}: {problem}")
     problem = offset_problem(offset_seconds, interval_minutes) if whole(offset_seconds) else \
