@@ -138,6 +138,15 @@ class ServeProcess(subprocess.Popen[str]):
         self._reader.join(5)
         return "".join(self.lines), None
 
+    def stop(self) -> str:
+        """Stop it (SIGTERM, then SIGKILL after 10 s); everything it wrote."""
+        self.terminate()
+        try:
+            return self.communicate(timeout=10)[0]
+        except subprocess.TimeoutExpired:
+            self.kill()
+            return self.communicate(timeout=10)[0]
+
 
 def start_serve(port: int, env: dict[str, str], book_path: Path) -> ServeProcess:
     full_env = {k: v for k, v in os.environ.items() if not k.startswith(("PD_", "STRESS_"))}

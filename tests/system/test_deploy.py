@@ -279,12 +279,7 @@ def service(tmp_path: Path) -> Iterator[str]:
     try:
         yield f"127.0.0.1:{port}"
     finally:
-        proc.terminate()
-        try:
-            proc.communicate(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.communicate(timeout=10)
+        proc.stop()
 
 
 def scrapes(prometheus: Prometheus) -> int:

@@ -280,8 +280,7 @@ def test_host_limits_hold_field_by_field_and_show_their_sources(site, tmp_path):
                                                "max_position_delta": 0.2},
             {"max_position_delta": 0.2}]
     finally:
-        proc.terminate()
-        output = proc.communicate(timeout=10)[0]
+        output = proc.stop()
     assert "live max_drawdown_pct=0.06 loosens the 0.04 that plugin tight_host sets" in output
 
 
@@ -303,8 +302,7 @@ def test_a_failed_run_over_the_api_is_a_clear_503_and_is_counted(site, tmp_path)
         results = httpx.get(f"{base}/api/v1/stress/results").json()["results"]
         assert [r["status"] for r in results] == ["failed"]
     finally:
-        proc.terminate()
-        proc.communicate(timeout=10)
+        proc.stop()
 
 
 def test_a_halt_from_the_cli_is_shown_and_cleared_from_the_cli(tmp_path):
@@ -371,8 +369,7 @@ def test_a_store_with_an_old_nan_run_starts_and_serves(tmp_path):
         assert httpx.get(f"{base}/metrics").status_code == 200
         assert httpx.get(f"{base}/api/v1/stress/status").json()["total_runs"] == 2
     finally:
-        proc.terminate()
-        proc.communicate(timeout=10)
+        proc.stop()
 
 
 def test_the_runbooks_four_classes_import_from_the_package():

@@ -52,8 +52,7 @@ def test_serve_survives_kill_minus_nine(tmp_path: Path):
             "cleared"]["run_id"] == run["run_id"]
         assert httpx.get(f"{base}/api/v1/risk/status").json()["halted"] is False
     finally:
-        proc.terminate()
-        output = proc.communicate(timeout=10)[0]
+        output = proc.stop()
     assert "tok-123" not in output
     assert "KILL_SWITCH triggered" in output or "Application startup complete" in output
 
