@@ -125,7 +125,7 @@ def check_config(data: dict[str, Any], *, known: set[str] | None = None) -> Serv
         return ServiceConfig.model_validate(data, context={"known_scenarios": known})
     except ValidationError as exc:
         error = exc.errors()[0]
-        field = ".".join(str(part) for part in error["loc"][:1]) or None
+        field = str(error["loc"][0]) if error["loc"] else None
         value = data.get(field, error.get("input")) if field else error.get("input")
         raise ConfigError("config", field, value, error["msg"].removeprefix("Value error, ")
                           ) from None
