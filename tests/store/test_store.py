@@ -172,3 +172,36 @@ def test_a_delivery_claimed_by_a_replica_elsewhere_waits_for_its_lease(store_url
             conn.execute("UPDATE deliveries SET claimed_until = ?", (utc_in(-1),))
         claimed = store.delivery_claim(row.id, 10)
         assert claimed is not None and claimed.claimed_by == WORKER
+
+
+def test_paths_stored_before_version_8_move_into_their_runs(store_url, monkeypatch):
+    """8 keeps a run's paths in its row: a run saved at version 7 with its paths in run_paths
+    reads back the same paths after the migration, and a run without paths still has none."""
+    import numpy as np
+
+    import stress_plugin.store.base as base
+    from stress_hookspecs.testing import make_result
+
+    coef = np.arange(12, dtype=np.float64).reshape(4, 3) - 5.5
+    profile = np.array([1.0, 0.5, 0.0])
+    monkeypatch.setattr(base, "MIGRATIONS", base.MIGRATIONS[:7])
+    with Store(store_url) as store:
+        assert store.schema_version == 7
+        for run_id in ("r1", "r2"):
+            store.save_run(make_result(run_id=run_id, scenario="s"), trigger="cli", prices=None)
+        with store.transaction() as conn:  # what version 7's save_run wrote beside r1
+            conn.execute("INSERT INTO run_paths (run_id, step_sec, equity, book_var, profile,"
+                         " coefficients) VALUES (?, ?, ?, ?, ?, ?)",
+                         ("r1", 30.0, 1e6, None, profile.tobytes(), coef.tobytes()))
+    monkeypatch.undo()
+    with Store(store_url) as store:
+        assert store.schema_version == len(MIGRATIONS) == 8
+        paths = store.run_paths("r1")
+        assert paths is not None and (paths.step_sec, paths.equity, paths.book_var) == (
+            30.0, 1e6, None)
+        assert paths.profile.tolist() == profile.tolist()
+        assert np.stack([paths.coef.a, paths.coef.b, paths.coef.c0, paths.coef.e]
+                        ).tolist() == coef.tolist()
+        assert store.run_paths("r2") is None
+        assert "run_paths" not in columns(store)
+        assert [r["run_id"] for r in store.runs_since("2000-01-01T00:00:00Z")] == ["r2", "r1"]
