@@ -692,7 +692,8 @@ class Store:
             c = paths.coef
             path_values = (paths.step_sec, paths.equity, paths.book_var,
                            np.asarray(paths.profile, dtype=np.float64).tobytes(),
-                           _blob(np.stack([c.a, c.b, c.c0, c.e]).astype(np.float64, copy=False)))
+                           # (4 x symbols) in row order, as the reader reshapes it
+                           _blob(np.concatenate([c.a, c.b, c.c0, c.e], dtype=np.float64)))
         # a run with deliveries must survive a power cut with them: full fsync then (inside a
         # caller's transaction the caller's commit decides)
         with self.transaction(durable=bool(sinks)) as conn:
@@ -1087,9 +1088,10 @@ def _symbol_columns(result: StressResult) -> tuple[Any, np.ndarray]:
         names = list(result.symbols)
         columns = [[getattr(m, field) for m in result.symbols.values()]
                    for field in SYMBOL_COLUMNS]
-    array = np.array([[np.nan if v is None else v for v in c] if isinstance(c, list) else c
-                      for c in columns], dtype=np.float64).reshape(len(SYMBOL_COLUMNS), -1)
-    return names, array
+    if any(isinstance(c, list) for c in columns):
+        columns = [[np.nan if v is None else v for v in c] if isinstance(c, list) else c
+                   for c in columns]
+    return names, np.array(columns, dtype=np.float64).reshape(len(SYMBOL_COLUMNS), -1)
 
 
 def _blob(array: np.ndarray) -> memoryview | bytes:

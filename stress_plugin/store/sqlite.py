@@ -85,7 +85,8 @@ class _Checkpointer:
 
     def wake(self) -> None:
         """A run was committed: checkpoint soon (starts the thread on the first run)."""
-        self._due.set()
+        if not self._due.is_set():  # set() takes a lock and notifies: once is enough
+            self._due.set()
         if self._thread is None:
             with self._start_lock:
                 if self._thread is None:
