@@ -118,6 +118,7 @@ class PostgresStore(Store):
         if not self._depth and (self._conn.raw.closed or self._conn.raw.broken):
             self._conn = self._connect()
             self._full_sync = True
+            self._last_list = None  # a server that crashed may have lost it (asynchronous commit)
 
     def _query(self, sql: str, params: tuple[Any, ...] = ()) -> list[Any]:
         with self._lock:

@@ -195,7 +195,7 @@ def test_paths_stored_before_version_8_move_into_their_runs(store_url, monkeypat
                          ("r1", 30.0, 1e6, None, profile.tobytes(), coef.tobytes()))
     monkeypatch.undo()
     with Store(store_url) as store:
-        assert store.schema_version == len(MIGRATIONS) == 8
+        assert store.schema_version == len(MIGRATIONS) >= 8
         paths = store.run_paths("r1")
         assert paths is not None and (paths.step_sec, paths.equity, paths.book_var) == (
             30.0, 1e6, None)
@@ -205,3 +205,49 @@ def test_paths_stored_before_version_8_move_into_their_runs(store_url, monkeypat
         assert store.run_paths("r2") is None
         assert "run_paths" not in columns(store)
         assert [r["run_id"] for r in store.runs_since("2000-01-01T00:00:00Z")] == ["r2", "r1"]
+
+
+def test_a_runs_symbols_are_stored_once_while_they_do_not_change(store_url, monkeypatch):
+    """A run with the last run's symbols refers to its list; new symbols, a write rolled back
+    and another process writing in between each still read back exactly, as do the runs a
+    version 8 store wrote with their own names."""
+    import stress_plugin.store.base as base
+    from stress_hookspecs import Metrics
+    from stress_hookspecs.testing import make_result
+
+    def run(run_id: str, *names: str):
+        return make_result(run_id=run_id, scenario="s", timestamp=f"2026-12-01T15:00:0{run_id[1]}Z",
+                           symbols={n: Metrics(-1.0, 0.01, None, 0.0, 3.0) for n in names})
+
+    def read_back(store: Store) -> dict[str, list[str]]:
+        return {r["run_id"]: list(r["symbols"]) for r in store.runs_since("2000-01-01")}
+
+    monkeypatch.setattr(base, "MIGRATIONS", base.MIGRATIONS[:8])
+    with Store(store_url) as store:
+        store.save_run(run("r0", "OLD"), trigger="cli", prices=[1.0])
+    monkeypatch.undo()
+    with Store(store_url) as store, Store(store_url) as other:
+        store.save_run(run("r1", "A", "B"), trigger="cli", prices=[1.0, 2.0])
+        store.save_run(run("r2", "A", "B"), trigger="cli", prices=[1.5, 2.5])
+        assert store._query("SELECT COUNT(*) FROM symbol_lists")[0][0] == 1
+        with pytest.raises(RuntimeError), store.transaction():  # a caller's write that fails
+            store.save_run(run("r3", "C"), trigger="cli", prices=[3.0])
+            raise RuntimeError
+        store.save_run(run("r4", "C"), trigger="cli", prices=[3.0])
+        other.save_run(run("r5", "A", "B"), trigger="cli", prices=[1.0, 2.0])
+        store.save_run(run("r6", "C"), trigger="cli", prices=[3.5])
+        assert read_back(store) == read_back(other) == {
+            "r6": ["C"], "r5": ["A", "B"], "r4": ["C"], "r2": ["A", "B"], "r1": ["A", "B"],
+            "r0": ["OLD"]}
+        assert store.report("r2").symbols == run("r2", "A", "B").symbols
+        assert store.prices_since("2000-01-01") == [("A", 1.0), ("A", 1.5), ("A", 1.0),
+                                                    ("B", 2.0), ("B", 2.5), ("B", 2.0),
+                                                    ("C", 3.0), ("C", 3.5), ("OLD", 1.0)]
+        assert store._query("SELECT COUNT(*) FROM symbol_lists")[0][0] == 3
+        with store.transaction() as conn:  # a server that lost its last commits lost the list
+            conn.execute("DELETE FROM runs WHERE run_id IN ('r4', 'r6')")
+            conn.execute("DELETE FROM symbol_lists WHERE symbols = '[\"C\"]'")
+        with pytest.raises(Exception, match=r"(?i)foreign key"):  # never a run without names
+            store.save_run(run("r7", "C"), trigger="cli", prices=[4.0])
+        store.save_run(run("r8", "C"), trigger="cli", prices=[4.5])  # with a list of its own
+        assert read_back(store)["r8"] == ["C"] and "r7" not in read_back(store)
