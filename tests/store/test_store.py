@@ -251,3 +251,22 @@ def test_a_runs_symbols_are_stored_once_while_they_do_not_change(store_url, monk
             store.save_run(run("r7", "C"), trigger="cli", prices=[4.0])
         store.save_run(run("r8", "C"), trigger="cli", prices=[4.5])  # with a list of its own
         assert read_back(store)["r8"] == ["C"] and "r7" not in read_back(store)
+
+
+def test_postgresql_keeps_a_runs_float_columns_uncompressed(postgres):
+    """pglz spent most of a 10,000-symbol run's write compressing its float64 blobs: the
+    tenth migration stores them as they are (EXTERNAL), and they still read back."""
+    from stress_hookspecs.testing import make_result
+
+    with Store(postgres.url("uncompressed")) as store:
+        storage = dict(store._query(
+            "SELECT a.attname, a.attstorage FROM pg_attribute AS a JOIN pg_class AS c"
+            " ON c.oid = a.attrelid WHERE c.relname = 'runs' AND c.relnamespace ="
+            " current_schema()::regnamespace AND a.attnum > 0"))
+        assert {c: storage[c] for c in ("symbol_columns", "prices", "profile", "coefficients",
+                                        "result")} == {
+            "symbol_columns": "e", "prices": "e", "profile": "e", "coefficients": "e",
+            "result": "x"}
+        result = make_result(run_id="r1", scenario="s")
+        saved = store.save_run(result, trigger="cli", prices=None)
+        assert store.report("r1") == saved
