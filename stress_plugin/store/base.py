@@ -324,18 +324,14 @@ MIGRATIONS: list[str | Callable[[Any, Callable[[str], Iterable[str]]], None]] = 
     );
     """,
     # 8: a run's paths live in its own row: one INSERT per run instead of two, and two fewer
-    # B-tree pages (run_paths and its key) written to the WAL by every run. Rows move over.
+    # B-tree pages (run_paths and its key) written to the WAL by every run. Older runs' paths
+    # stay in run_paths (moving them would rewrite every stored run at start-up).
     """
     ALTER TABLE runs ADD COLUMN step_sec REAL;
     ALTER TABLE runs ADD COLUMN equity REAL;
     ALTER TABLE runs ADD COLUMN book_var REAL;
     ALTER TABLE runs ADD COLUMN profile BLOB;
     ALTER TABLE runs ADD COLUMN coefficients BLOB;
-    UPDATE runs SET (step_sec, equity, book_var, profile, coefficients) = (
-        SELECT p.step_sec, p.equity, p.book_var, p.profile, p.coefficients
-        FROM run_paths AS p WHERE p.run_id = runs.run_id)
-        WHERE run_id IN (SELECT run_id FROM run_paths);
-    DROP TABLE run_paths;
     """,
     # 9: the symbol names are stored once per list, not once per run: a run whose symbols are
     # the last run's (the everyday case) refers to that list (12 MB less per run at 1,000,000
@@ -785,7 +781,9 @@ class Store:
         from stress_plugin.core.engine import Coefficients, PathInputs
 
         rows = self._query("SELECT step_sec, equity, book_var, profile, coefficients FROM runs"
-                           " WHERE run_id = ? AND coefficients IS NOT NULL", (run_id,))
+                           " WHERE run_id = ? AND coefficients IS NOT NULL", (run_id,)) or (
+            self._query("SELECT step_sec, equity, book_var, profile, coefficients"
+                        " FROM run_paths WHERE run_id = ?", (run_id,)))  # stored before 8
         if not rows:
             return None
         r = rows[0]
