@@ -9,21 +9,28 @@ sinks) are isolated: an exception in one is logged and counted, and never stops 
 
 from __future__ import annotations
 
-import importlib.metadata
+import importlib.machinery
 import logging
+import os
+import re
+import sys
 import time
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from importlib.metadata import Distribution
-from typing import Any, Protocol
+from importlib import import_module
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
 
 import pluggy
 
 import stress_hookspecs
 from stress_hookspecs import PROJECT_NAME, Breach, RiskEvent, StressResult
 from stress_plugin.core.errors import NO_VALUE, PluginError, RunFailure
+
+if TYPE_CHECKING:
+    from importlib.metadata import Distribution, EntryPoint
 
 log = logging.getLogger("stress_runner.plugins")
 
@@ -73,18 +80,21 @@ class CallOutcome:
 
 
 def build_manager(disabled: Iterable[str] = (), *, entry_points: bool = True
-                  ) -> tuple[pluggy.PluginManager, dict[str, Distribution]]:
+                  ) -> tuple[pluggy.PluginManager, dict[str, Distribution | Path]]:
     """One PluginManager with the contract and every plugin of the entry-point group.
 
     Loads entry points one by one (rather than pluggy's loader) so that a plugin that fails to
     import is named in the error; the operator can then block it with STRESS_DISABLE_PLUGINS.
+    Each plugin's distribution is kept as found: a ``Distribution``, or the path of its
+    metadata folder (read by ``describe``).
     """
     pm = pluggy.PluginManager(PROJECT_NAME)
     pm.add_hookspecs(stress_hookspecs)
     for name in disabled:
         pm.set_blocked(name)
-    dists: dict[str, Distribution] = {}
-    for ep in importlib.metadata.entry_points(group=PROJECT_NAME) if entry_points else ():
+    dists: dict[str, Distribution | Path] = {}
+    found = group_entry_points(PROJECT_NAME) if entry_points else []
+    for ep in found:
         if pm.is_blocked(ep.name) or pm.has_plugin(ep.name):
             continue
         where = f"plugin {ep.name} ({ep.value})"
@@ -99,10 +109,112 @@ def build_manager(disabled: Iterable[str] = (), *, entry_points: bool = True
         if ep.dist is not None:
             dists[ep.name] = ep.dist
     if entry_points:
-        _warn_unknown(disabled, {ep.name for ep in
-                                 importlib.metadata.entry_points(group=PROJECT_NAME)})
+        _warn_unknown(disabled, {ep.name for ep in found})
     check(pm)
     return pm, dists
+
+
+_EP_PATTERN = re.compile(r"(?P<module>[\w.]+)\s*(:\s*(?P<attr>[\w.]+)\s*)?"
+                         r"((?P<extras>\[.*\])\s*)?$")
+"""``importlib.metadata.EntryPoint.pattern``: what an entry point's value may be."""
+
+
+@dataclass(frozen=True, slots=True)
+class FoundEntryPoint:
+    """An entry point read by ``scan_entry_points``: the name, value and ``load`` of
+    ``importlib.metadata.EntryPoint``; ``dist`` is its distribution's metadata folder."""
+
+    name: str
+    value: str
+    group: str
+    dist: Path
+
+    def load(self) -> Any:
+        """``EntryPoint.load``, step for step, so a bad value fails with the same error."""
+        match = _EP_PATTERN.match(self.value)
+        module = import_module(match.group("module"))  # type: ignore[union-attr]
+        attrs = filter(None, (match.group("attr") or "").split("."))  # type: ignore[union-attr]
+        result: Any = module
+        for attr in attrs:
+            result = getattr(result, attr)
+        return result
+
+
+def group_entry_points(group: str) -> Sequence[FoundEntryPoint | EntryPoint]:
+    """``importlib.metadata.entry_points(group=group)``: read by ``scan_entry_points`` when
+    the environment is laid out as usual, else by importlib.metadata itself."""
+    found = scan_entry_points(group)
+    if found is None:
+        import importlib.metadata
+
+        return list(importlib.metadata.entry_points(group=group))
+    return found
+
+
+def scan_entry_points(group: str) -> list[FoundEntryPoint] | None:
+    """The entry points importlib.metadata finds, found its way: the ``*.dist-info`` and
+    ``*.egg-info`` folders of each ``sys.path`` directory in order, the first distribution of
+    a (normalized) name winning, ``entry_points.txt`` parsed as it parses it. Importing
+    importlib.metadata (email, zipfile, csv, importlib.resources) was ~20 ms of every
+    ``stress-runner run``. Only the usual layout is read here: None (ask importlib.metadata)
+    when a zip or an egg is on the path, another finder offers distributions, or a folder's
+    name does not give its distribution's name."""
+    finders = [f for f in sys.meta_path if getattr(f, "find_distributions", None)]
+    if finders != [importlib.machinery.PathFinder]:
+        return None
+    seen: set[str] = set()
+    found: list[FoundEntryPoint] = []
+    for root in sys.path:
+        if not isinstance(root, str) or os.path.basename(root).lower().endswith(".egg"):
+            return None
+        try:
+            children = os.listdir(root or ".")
+        except Exception:
+            if os.path.isfile(root):  # a zip
+                return None
+            continue
+        first: dict[str, str] = {}
+        for child in children:
+            if not child.lower().endswith((".dist-info", ".egg-info")):
+                continue
+            stem, ext = os.path.splitext(child)
+            name = re.sub(r"[-_.]+", "-", stem.partition("-")[0]).lower().replace("-", "_")
+            if ext not in (".dist-info", ".egg-info") or not name:
+                return None  # named from its METADATA: importlib.metadata reads it
+            first.setdefault(name, child)
+        for name, child in first.items():
+            if name not in seen:
+                seen.add(name)
+                entries = _parse_entry_points(Path(root, child), group)
+                if entries is None:
+                    return None
+                found += entries
+    return found
+
+
+def _parse_entry_points(folder: Path, group: str) -> list[FoundEntryPoint] | None:
+    """``group``'s entry points in ``folder/entry_points.txt`` (none without one). Every
+    line of every group is checked, as importlib.metadata parses them all: None at a line
+    without ``=``, so importlib.metadata raises its own error for it."""
+    try:
+        text = (folder / "entry_points.txt").read_text(encoding="utf-8")
+    except (FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError):
+        return []
+    found = []
+    section = None
+    for line in map(str.strip, text.splitlines()):
+        if not line or line.startswith("#"):
+            continue
+        if line.startswith("[") and line.endswith("]"):
+            section = line.strip("[]")
+            continue
+        if section is not None:
+            name, equals, value = line.partition("=")
+            if not equals:
+                return None
+            if section == group:
+                found.append(FoundEntryPoint(name.strip(), value.strip(), section, folder))
+    return found
 
 
 def _warn_unknown(disabled: Iterable[str], known: set[str]) -> None:
@@ -131,7 +243,7 @@ class Plugins:
     """Typed access to the hooks; isolation, timing, counting and tracing live here only."""
 
     def __init__(self, pm: pluggy.PluginManager, *, trace: bool = False,
-                 distributions: dict[str, Distribution] | None = None,
+                 distributions: dict[str, Distribution | Path] | None = None,
                  observer: PluginObserver | None = None) -> None:
         self.pm = pm
         self.observer = observer
@@ -273,6 +385,10 @@ class Plugins:
                 continue
             hooks = tuple(sorted(h.name for h in self.pm.get_hookcallers(plugin) or ()))
             dist = self.distributions.get(name)
+            if isinstance(dist, Path):
+                from importlib.metadata import PathDistribution
+
+                dist = PathDistribution(dist)
             infos.append(PluginInfo(
                 name=name,
                 distribution=dist.metadata["name"] if dist else "-",
