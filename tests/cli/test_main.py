@@ -128,14 +128,16 @@ def test_unusable_store_path_is_named(tmp_path):
 
 
 def test_run_imports_none_of_the_services_heavy_modules(tmp_path):
-    """`run` stays a quick command: no web framework, scheduler, calendar or pandas; and
-    none of what cold start shed: importlib.metadata (entry points are read without it) with
-    email, zipfile and csv, and the PagerDuty sink's uuid."""
+    """`run` stays a quick command: no web framework, scheduler, calendar or pandas, no
+    PostgreSQL driver for a SQLite store, no HTTP client or SSL with paging off, no report
+    module without --report; and none of what cold start shed: importlib.metadata (entry
+    points are read without it) with email, zipfile and csv, and the PagerDuty sink's uuid."""
     probe = ("import contextlib, io, sys\nfrom stress_plugin.cli import main as cli\n"
              "with contextlib.redirect_stdout(io.StringIO()):\n"
              "    code = cli.main(['-q', 'run', '--json'])\n"
              "heavy = ('fastapi', 'uvicorn', 'starlette', 'apscheduler', 'exchange_calendars',"
-             " 'pandas', 'importlib.metadata', 'email', 'zipfile', 'csv', 'uuid')\n"
+             " 'pandas', 'psycopg', 'httpx', 'ssl', 'stress_plugin.report',"
+             " 'importlib.metadata', 'email', 'zipfile', 'csv', 'uuid')\n"
              "print(code, [m for m in heavy if m in sys.modules])")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PD_", "STRESS_"))}
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
