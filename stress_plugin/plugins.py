@@ -157,8 +157,8 @@ def scan_entry_points(group: str) -> list[FoundEntryPoint] | None:
     a (normalized) name winning, ``entry_points.txt`` parsed as it parses it. Importing
     importlib.metadata (email, zipfile, csv, importlib.resources) was ~20 ms of every
     ``stress-runner run``. Only the usual layout is read here: None (ask importlib.metadata)
-    when a zip or an egg is on the path, another finder offers distributions, or a folder's
-    name does not give its distribution's name."""
+    when a zip or an egg is on the path, another finder offers distributions, a folder's
+    name does not give its distribution's name, or a line is malformed."""
     finders = [f for f in sys.meta_path if getattr(f, "find_distributions", None)]
     if finders != [importlib.machinery.PathFinder]:
         return None
@@ -170,7 +170,7 @@ def scan_entry_points(group: str) -> list[FoundEntryPoint] | None:
         try:
             children = os.listdir(root or ".")
         except Exception:
-            if os.path.isfile(root):  # a zip
+            if os.path.isfile(root):  # a zip: importlib.metadata reads it
                 return None
             continue
         first: dict[str, str] = {}
