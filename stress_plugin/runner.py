@@ -11,7 +11,7 @@ run's path: the run is stored with one pending delivery per sink, and the delive
 from __future__ import annotations
 
 import logging
-import secrets
+import os
 import sys
 import threading
 import time
@@ -311,7 +311,8 @@ class StressRunner:
         what its P&L paths are made of (None when the run failed before the engine). What
         it cannot have fails this run; nothing is published, stored or alerted here."""
         now = self.now()
-        run_id = f"{now.strftime('%Y%m%dT%H%M%SZ')}-{secrets.token_hex(4)}"
+        # os.urandom, as secrets.token_hex does, without importing hmac and OpenSSL at start-up
+        run_id = f"{now.strftime('%Y%m%dT%H%M%SZ')}-{os.urandom(4).hex()}"
         # the fields known so far: a failed run keeps these and no metrics
         known: dict[str, Any] = dict(run_id=run_id, scenario=chosen.name,
                                      timestamp=iso_utc(now), symbols_tested=0, portfolio=None,

@@ -14,7 +14,6 @@ import json
 import math
 import os
 import re
-import socket
 import sqlite3
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -352,7 +351,7 @@ applied. Append new ones; never edit one that has shipped.
 """
 
 
-WORKER = f"{socket.gethostname()}:{os.getpid()}"
+WORKER = f"{os.uname().nodename}:{os.getpid()}"  # the host name, without importing socket
 """This replica: who holds a delivery or slot claim (this host and process; in Kubernetes the
 host name is the pod's)."""
 
