@@ -12,7 +12,7 @@ import yaml
 from helpers import book, position
 from stress_hookspecs import Book, BookColumns, Position, hookimpl
 from stress_plugin import load_book
-from stress_plugin.core.book import BookArrays
+from stress_plugin.core.book import BookArrays, NameMemo
 from stress_plugin.core.errors import BookError
 
 
@@ -154,3 +154,80 @@ def test_a_host_may_answer_stress_book_with_columns(make_runner):
     assert by_columns.status == "passed" and by_columns.book_source == "plugin extra0"
     assert by_columns.symbols.to_dict() == by_positions.symbols.to_dict()
     assert by_columns.portfolio == by_positions.portfolio
+
+
+# -- the fast check: a few reductions over the whole book, ``problems`` when they fail ----------
+
+
+_BAD_VALUES = {  # field -> values that break one of its rules, and boundary values that do not
+    "quantity": ([0.0, -0.0, np.nan, np.inf, -np.inf, 1e12 * 1.0000001, -1e13],
+                 [1e12, -1e12, 5e-324, -5e-324]),
+    "price": ([0.0, -1.0, np.nan, np.inf, 2e12], [1e12, 5e-324]),
+    "spread": ([-5e-324, -1.0, np.nan, np.inf, 2e12], [0.0, -0.0, 1e12]),
+    "multiplier": ([0.0, -2.0, np.nan, np.inf, 2e12], [1e12, 5e-324]),
+    "var": ([0.0, -1.0, np.inf, -np.inf, 2e12], [np.nan, None, 1e12, 5e-324]),
+    "delta": ([np.nan, np.inf, -np.inf, 1000.0000001, -1e4], [1e3, -1e3, 0.0]),
+    "gamma": ([np.nan, np.inf, -np.inf, 1000.0000001, -1e4], [1e3, -1e3, -0.0]),
+}
+
+
+def _first_problem(arrays: BookArrays, positions, source="host"):
+    return next(iter(arrays.problems(positions, source)), None)
+
+
+@pytest.mark.parametrize("field", sorted(_BAD_VALUES))
+def test_the_fast_check_agrees_with_the_rules_at_every_bound(field):
+    """Every value on either side of a bound, in positions and in columns: raised exactly when
+    a rule says so, with the rule's own first message."""
+    rng = np.random.default_rng(7)
+    bad, good = _BAD_VALUES[field]
+    for value, ok in [(v, False) for v in bad] + [(v, True) for v in good]:
+        n = int(rng.integers(1, 6))
+        at = int(rng.integers(0, n))
+        positions = tuple(Position(f"S{i}", 1.0 + i, 10.0, 0.1, 2.0, var=5.0, delta=0.5,
+                                   gamma=0.01) for i in range(n))
+        positions = tuple(Position(**{**p.to_dict(), field: value}) if i == at else p
+                          for i, p in enumerate(positions))
+        books = [Book(equity=1e6, positions=positions), BookColumns(
+            equity=1e6, symbols=[p.symbol for p in positions],
+            **{("position_var" if f == "var" else f): [getattr(p, f) for p in positions]
+               for f in _BAD_VALUES})]
+        for host_book in books:
+            unchecked = BookArrays.from_book(host_book, "host", check=False)
+            expected = _first_problem(
+                unchecked, () if isinstance(host_book, BookColumns) else positions)
+            assert (expected is None) == ok, (field, value, expected)
+            if ok:
+                BookArrays.from_book(host_book, "host")
+            else:
+                with pytest.raises(BookError) as raised:
+                    BookArrays.from_book(host_book, "host")
+                assert str(raised.value) == str(expected)
+
+
+def test_the_first_field_that_is_no_number_is_named_in_file_order():
+    bad = Position("A", 1.0, 10.0, 0.1, 2.0, var="x", delta="y")  # type: ignore[arg-type]
+    with pytest.raises(BookError, match=r"positions\[0\] \(A\)\.var: .*must be a number"):
+        BookArrays.from_book(Book(equity=1e6, positions=(bad,)), "host")
+    with pytest.raises(BookError, match=r"position_var\[1\] \(B\): .*must be a number"):
+        BookArrays.from_book(_columns(position_var=[1.0, "x", 1.0], delta=[1.0, "y", 1.0]),
+                             "host")
+
+
+def test_a_name_memo_skips_only_names_that_passed():
+    memo = NameMemo()
+    good = _columns()
+    BookArrays.from_book(good, "host", names=memo)
+    assert memo.names == ["A", "B", "C"]
+    BookArrays.from_book(good.to_book(), "host", names=memo)  # the same names again
+    for symbols, problem in ((["A", "B", "A"], "duplicate symbol"),
+                             (["A", "PORTFOLIO", "C"], "reserved"),
+                             (["A", "B", "x" * 65], "must be 1 to 64")):
+        for _ in range(2):  # a bad book is never remembered: it fails every time
+            with pytest.raises(BookError, match=problem):
+                BookArrays.from_book(_columns(symbols=symbols), "host", names=memo)
+        assert memo.names == ["A", "B", "C"]
+    with pytest.raises(BookError, match=r"price\[1\] \(B\)"):  # numbers are always checked
+        BookArrays.from_book(_columns(price=[1.0, -1.0, 1.0]), "host", names=memo)
+    BookArrays.from_book(_columns(symbols=["A", "B", "D"]), "host", names=memo)
+    assert memo.names == ["A", "B", "D"]
