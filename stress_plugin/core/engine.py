@@ -10,6 +10,7 @@ trough alone (``first_breach_scale``), also O(symbols).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -82,6 +83,12 @@ class EngineOutput:
     portfolio_headroom: float
 
 
+CHUNK = 8_192
+"""Rows per pass of ``stress``: every temporary of a pass (64 KiB) stays in a core's cache
+and below malloc's mmap threshold (at 1,000,000 symbols, fresh full-size temporaries cost
+more in page faults than in arithmetic)."""
+
+
 def coefficients(
     quantity: np.ndarray,
     price: np.ndarray,
@@ -92,39 +99,59 @@ def coefficients(
     shocks: np.ndarray,
     spread_mult: float | np.ndarray,
 ) -> Coefficients:
-    """model.md's a, b, c0, e per symbol; ``spread_mult`` is k, or k_i per symbol."""
+    """model.md's a, b, c0, e per symbol; ``spread_mult`` is k, or k_i per symbol. Products
+    in the formulas' order (the same bits), in place: half the full-size temporaries."""
     move = price * shocks  # dP at g = 1
-    size = quantity * multiplier
-    c0 = 0.5 * spread * np.abs(size)
-    return Coefficients(
-        a=size * delta * move,
-        b=0.5 * size * gamma * move * move,
-        c0=c0,
-        e=c0 * (spread_mult - 1.0),
-    )
+    size = (quantity * multiplier).astype(np.float64, copy=False)  # in place below
+    c0 = np.abs(size)
+    c0 *= 0.5 * spread
+    a = size * delta
+    a *= move
+    b = size  # 0.5 size gamma move move
+    b *= 0.5
+    b *= gamma
+    b *= move
+    b *= move
+    return Coefficients(a=a, b=b, c0=c0, e=c0 * (spread_mult - 1.0))
+
+
+def _quiet() -> np.errstate:
+    """The engine's one ``np.errstate``, silent on a 0/0 or an overflow: the NaN or inf is
+    kept, and the runner fails any run whose metrics are not finite."""
+    return np.errstate(divide="ignore", invalid="ignore", over="ignore")
 
 
 def worst_pnl(coef: Coefficients, grid: np.ndarray) -> np.ndarray:
-    """Minimum of each row's P&L over the grid (the profile sorted ascending), at lam = 1.
+    """Minimum of each row's P&L over the grid (the profile sorted ascending), at lam = 1."""
+    with _quiet():
+        return _worst(coef.a - coef.e, coef.b, coef.c0, grid)
 
-    The candidates are the two ends and, where the quadratic is convex, the two grid points
-    around its vertex; each is evaluated as a whole column (no rows x candidates array).
-    """
-    linear = coef.a - coef.e
-    b, c0 = coef.b, coef.c0
+
+def _worst(linear: np.ndarray, b: np.ndarray, c0: np.ndarray, grid: np.ndarray,
+           out: np.ndarray | None = None) -> np.ndarray:
+    """``worst_pnl`` from pnl(g) = linear g + b g^2 - c0. The candidates are the two ends
+    and, where the quadratic is convex, the two grid points around its vertex (elsewhere the
+    first two points); each is evaluated as a whole column, in place (a candidates x rows
+    block costs more in broadcasting than it saves in calls)."""
 
     def at(g: float | np.ndarray) -> np.ndarray:
-        value: np.ndarray = linear * g + b * g * g - c0
+        value: np.ndarray = linear * g  # linear g + b g g - c0, in that order
+        square = b * g
+        square *= g
+        value += square
+        value -= c0
         return value
 
-    worst: np.ndarray = np.minimum(at(float(grid[0])), at(float(grid[-1])))
+    worst: np.ndarray = np.minimum(at(float(grid[0])), at(float(grid[-1])), out=out)
     convex = b > 0
     if len(grid) > 2 and convex.any():
-        with np.errstate(divide="ignore", invalid="ignore"):
-            vertex = np.where(convex, -linear / (2.0 * b), grid[0])
-        right = np.clip(np.searchsorted(grid, vertex), 1, len(grid) - 1)
-        np.minimum(worst, at(grid[right - 1]), out=worst)
-        np.minimum(worst, at(grid[right]), out=worst)
+        vertex = np.empty(len(b))  # -linear / 2b where convex (the same bits), else grid[0]
+        vertex.fill(grid[0])
+        np.divide(linear, -2.0 * b, out=vertex, where=convex)
+        # the grid point left of the vertex, within 0 .. len - 2, and the one right of it
+        left = np.searchsorted(grid[1:-1], vertex)
+        np.minimum(worst, at(grid[left]), out=worst)
+        np.minimum(worst, at(grid[1:][left]), out=worst)
     return worst
 
 
@@ -139,24 +166,31 @@ def first_breach_scale(coef: Coefficients, grid: np.ndarray, max_loss: np.ndarra
     with A = a g, G = b g^2, K = max_loss - c0 - e g, solved in closed form (the
     cancellation-free root): O(rows), not O(rows x grid). A NaN ``max_loss`` never breaches.
     """
-    g = grid[-1]
-    return _smallest_negative_root(coef.a * g, coef.b * g * g, max_loss - coef.c0 - coef.e * g)
+    g = float(grid[-1])
+    with _quiet():
+        return _smallest_negative_root(coef.a * g, coef.b * g * g,
+                                       max_loss - coef.c0 - coef.e * g)
 
 
 def _smallest_negative_root(A: np.ndarray, G: np.ndarray, K: np.ndarray) -> np.ndarray:
-    """Infimum of {lam >= 0 : G lam^2 + A lam + K < 0}, elementwise (inf if empty).
+    """Infimum of {lam >= 0 : G lam^2 + A lam + K < 0}, elementwise (inf if empty); under
+    ``_quiet()``.
 
     The concave branch (G < 0: short gamma) is computed only when some row has it: a book of
     futures and long options skips a third of the passes over its columns."""
-    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-        disc = A * A - 4.0 * G * K
-        root_disc = np.sqrt(np.maximum(disc, 0.0))
-        near = 2.0 * K / (root_disc - A)  # the smaller root when A < 0, no cancellation
-        lam = np.where((A < 0) & ((G == 0) | (disc > 0)), near, np.inf)  # G >= 0: convex
-        concave = G < 0
-        if concave.any():
-            far = (A + root_disc) / (-2.0 * G)  # the positive root when G < 0 and A > 0
-            lam = np.where(concave, np.where(A > 0, far, np.where(K == 0, 0.0, near)), lam)
+    disc = A * A  # A A - 4 G K
+    product = 4.0 * G
+    product *= K
+    disc -= product
+    root_disc = np.maximum(disc, 0.0, out=product)
+    np.sqrt(root_disc, out=root_disc)
+    near = 2.0 * K
+    near /= root_disc - A  # the smaller root when A < 0, no cancellation
+    lam = np.where((A < 0) & ((G == 0) | (disc > 0)), near, np.inf)  # G >= 0: convex
+    concave = G < 0
+    if concave.any():
+        far = (A + root_disc) / (-2.0 * G)  # the positive root when G < 0 and A > 0
+        lam = np.where(concave, np.where(A > 0, far, np.where(K == 0, 0.0, near)), lam)
     lam[K < 0] = 0.0  # already beyond the limit before any shock
     lam[np.isnan(lam)] = np.inf
     return lam
@@ -174,41 +208,71 @@ def stress(
     """All metrics of model.md for every symbol and the portfolio.
 
     ``gamma_move`` is |gamma * dP| at g = 1 per symbol (the delta change before the profile).
+    The portfolio is row n of the outputs; the rows go through in passes (``_passes``), each
+    written into the outputs.
     """
     grid = np.sort(profile)  # ascending; repeats are harmless (np.unique imports numpy.ma: 6 ms)
+    g = float(grid[-1])
+    g_moved = float(np.abs(profile).max())
     n = len(coef.a)
-    # the portfolio is row n: one pass over n + 1 rows costs half the numpy calls of two
-    rows = coef.with_total()
-    var = np.empty(n + 1)
-    var[:n] = position_var
-    var[n] = np.nan if book_var is None else book_var
-    worst = worst_pnl(rows, grid)
-    loss = np.maximum(0.0, -worst[:n]) + 0.0  # + 0.0: a zero loss is 0.0, never -0.0
+    worst, scale, var_ratio, drawdown_pct, delta_change, headroom = np.empty((6, n + 1))
+    drawdown_limit = limits.max_drawdown_pct * equity
+    with _quiet():
+        for (a, b, c0, e), var, move, at in _passes(coef, gamma_move, position_var, book_var):
+            _worst(a - e, b, c0, grid, worst[at])
+            loss = np.negative(worst[at])
+            np.maximum(0.0, loss, out=loss)
+            loss += 0.0  # a zero loss is 0.0, never -0.0
+            np.divide(loss, var, out=var_ratio[at])
+            np.divide(loss, equity, out=drawdown_pct[at])
+            # losing more than either limit is losing more than the smaller one: one search
+            max_loss = np.fmin(drawdown_limit,  # fmin: NaN (no VaR) ignored
+                               limits.max_var_multiplier * var)
+            max_loss -= c0
+            max_loss -= e * g
+            found = _smallest_negative_root(a * g, b * g * g, max_loss)
+            scale[at] = found
+            np.multiply(move, g_moved, out=delta_change[at])
+            np.minimum(found, limits.max_position_delta / delta_change[at], out=headroom[at])
+            np.minimum(headroom[at], HEADROOM_CAP, out=headroom[at])
     book_loss = max(0.0, -float(worst[n])) + 0.0
-    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-        var_ratio = loss / position_var
-    delta_change = gamma_move * float(np.abs(profile).max())
-
-    # losing more than either limit is losing more than the smaller one: one search, not two
-    max_loss = np.fmin(limits.max_drawdown_pct * equity,
-                       limits.max_var_multiplier * var)  # fmin: NaN (no VaR) ignored
-    scale = first_breach_scale(rows, grid, max_loss)
-    with np.errstate(divide="ignore"):
-        headroom = np.minimum(scale[:n], limits.max_position_delta / delta_change)
-    headroom = np.minimum(headroom, HEADROOM_CAP)
-    with np.errstate(over="ignore"):  # an overflow is caught after: the runner fails the run
-        drawdown_pct = loss / equity
     return EngineOutput(
         worst_pnl=worst[:n],
-        drawdown_pct=drawdown_pct,
-        var_ratio=var_ratio,
-        delta_change=delta_change,
-        headroom=headroom,
+        drawdown_pct=drawdown_pct[:n],
+        var_ratio=var_ratio[:n],
+        delta_change=delta_change[:n],
+        headroom=headroom[:n],
         portfolio_worst_pnl=float(worst[n]),
         portfolio_drawdown_pct=book_loss / equity,
         portfolio_var_ratio=book_loss / book_var if book_var is not None else float("nan"),
         portfolio_headroom=float(min(scale[n], HEADROOM_CAP)),
     )
+
+
+def _passes(coef: Coefficients, gamma_move: np.ndarray, position_var: np.ndarray,
+            book_var: float | None
+            ) -> Iterator[tuple[tuple[np.ndarray, ...], np.ndarray, np.ndarray, slice]]:
+    """The rows of ``stress``, n symbols then the portfolio (row n: summed coefficients, the
+    book's VaR, no delta limit), as (a, b, c0, e), VaR, delta move and the output rows. A
+    small book is one pass over n + 1 rows (half the numpy calls of two); a big one goes
+    in views of ``CHUNK`` symbols (no copy), then the portfolio alone."""
+    n = len(coef.a)
+    columns = (coef.a, coef.b, coef.c0, coef.e)
+    total = np.nan if book_var is None else book_var
+    if n < CHUNK:
+        rows = np.empty((6, n + 1))
+        for row, column in zip(rows, (*columns, position_var, gamma_move), strict=True):
+            row[:n] = column
+        rows[:4, n] = rows[:4, :n].sum(axis=1)  # as with_total: each row's own pairwise sum
+        rows[4:, n] = (total, 0.0)
+        a, b, c0, e, var, move = rows
+        yield (a, b, c0, e), var, move, slice(0, n + 1)
+        return
+    for lo in range(0, n, CHUNK):
+        at = slice(lo, min(lo + CHUNK, n))
+        yield tuple(x[at] for x in columns), position_var[at], gamma_move[at], at
+    yield (tuple(np.array([x.sum()]) for x in columns), np.array([total]), np.zeros(1),
+           slice(n, n + 1))
 
 
 # -- paths and curves (the run report) --------------------------------------------------------
