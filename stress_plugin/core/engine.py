@@ -130,29 +130,34 @@ def worst_pnl(coef: Coefficients, grid: np.ndarray) -> np.ndarray:
 def _worst(linear: np.ndarray, b: np.ndarray, c0: np.ndarray, grid: np.ndarray,
            out: np.ndarray | None = None) -> np.ndarray:
     """``worst_pnl`` from pnl(g) = linear g + b g^2 - c0. The candidates are the two ends
-    and, where the quadratic is convex, the two grid points around its vertex (elsewhere the
-    first two points); each is evaluated as a whole column, in place (a candidates x rows
-    block costs more in broadcasting than it saves in calls)."""
-
-    def at(g: float | np.ndarray) -> np.ndarray:
-        value: np.ndarray = linear * g  # linear g + b g g - c0, in that order
-        square = b * g
-        square *= g
-        value += square
-        value -= c0
-        return value
-
-    worst: np.ndarray = np.minimum(at(float(grid[0])), at(float(grid[-1])), out=out)
+    and, where the quadratic is convex, the two grid points around its vertex, searched for
+    those rows alone (a search per row costs more than all the products); each is evaluated
+    as a whole column, in place (a candidates x rows block costs more in broadcasting than it
+    saves in calls)."""
+    worst: np.ndarray = np.minimum(_pnl(linear, b, c0, float(grid[0])),
+                                   _pnl(linear, b, c0, float(grid[-1])), out=out)
     convex = b > 0
     if len(grid) > 2 and convex.any():
-        vertex = np.empty(len(b))  # -linear / 2b where convex (the same bits), else grid[0]
-        vertex.fill(grid[0])
-        np.divide(linear, -2.0 * b, out=vertex, where=convex)
-        # the grid point left of the vertex, within 0 .. len - 2, and the one right of it
-        left = np.searchsorted(grid[1:-1], vertex)
-        np.minimum(worst, at(grid[left]), out=worst)
-        np.minimum(worst, at(grid[1:][left]), out=worst)
+        rows = np.flatnonzero(convex)
+        ends = worst[rows]
+        # elsewhere the first two points: the first is an end, the second kept (its bits)
+        np.minimum(worst, _pnl(linear, b, c0, float(grid[1])), out=worst)
+        linear, b, c0 = linear[rows], b[rows], c0[rows]
+        left = np.searchsorted(grid[1:-1], -linear / (2.0 * b))  # 0 .. len - 2
+        worst[rows] = np.minimum(np.minimum(ends, _pnl(linear, b, c0, grid[left])),
+                                 _pnl(linear, b, c0, grid[1:][left]))
     return worst
+
+
+def _pnl(linear: np.ndarray, b: np.ndarray, c0: np.ndarray, g: float | np.ndarray
+         ) -> np.ndarray:
+    """linear g + b g g - c0, in that order (the formulas' bits), in place."""
+    value: np.ndarray = linear * g
+    square = b * g
+    square *= g
+    value += square
+    value -= c0
+    return value
 
 
 def first_breach_scale(coef: Coefficients, grid: np.ndarray, max_loss: np.ndarray) -> np.ndarray:
@@ -176,8 +181,7 @@ def _smallest_negative_root(A: np.ndarray, G: np.ndarray, K: np.ndarray) -> np.n
     """Infimum of {lam >= 0 : G lam^2 + A lam + K < 0}, elementwise (inf if empty); under
     ``_quiet()``.
 
-    The concave branch (G < 0: short gamma) is computed only when some row has it: a book of
-    futures and long options skips a third of the passes over its columns."""
+    The concave branch (G < 0: short gamma) is computed for those rows alone."""
     disc = A * A  # A A - 4 G K
     product = 4.0 * G
     product *= K
@@ -187,10 +191,11 @@ def _smallest_negative_root(A: np.ndarray, G: np.ndarray, K: np.ndarray) -> np.n
     near = 2.0 * K
     near /= root_disc - A  # the smaller root when A < 0, no cancellation
     lam = np.where((A < 0) & ((G == 0) | (disc > 0)), near, np.inf)  # G >= 0: convex
-    concave = G < 0
+    concave = G < 0  # short gamma: those rows alone
     if concave.any():
-        far = (A + root_disc) / (-2.0 * G)  # the positive root when G < 0 and A > 0
-        lam = np.where(concave, np.where(A > 0, far, np.where(K == 0, 0.0, near)), lam)
+        a, k = A[concave], K[concave]
+        far = (a + root_disc[concave]) / (-2.0 * G[concave])  # the positive root when a > 0
+        lam[concave] = np.where(a > 0, far, np.where(k == 0, 0.0, near[concave]))
     lam[K < 0] = 0.0  # already beyond the limit before any shock
     lam[np.isnan(lam)] = np.inf
     return lam
@@ -215,7 +220,7 @@ def stress(
     g = float(grid[-1])
     g_moved = float(np.abs(profile).max())
     n = len(coef.a)
-    worst, scale, var_ratio, drawdown_pct, delta_change, headroom = np.empty((6, n + 1))
+    worst, var_ratio, drawdown_pct, delta_change, headroom = np.empty((5, n + 1))
     drawdown_limit = limits.max_drawdown_pct * equity
     with _quiet():
         for (a, b, c0, e), var, move, at in _passes(coef, gamma_move, position_var, book_var):
@@ -230,10 +235,9 @@ def stress(
                                limits.max_var_multiplier * var)
             max_loss -= c0
             max_loss -= e * g
-            found = _smallest_negative_root(a * g, b * g * g, max_loss)
-            scale[at] = found
-            np.multiply(move, g_moved, out=delta_change[at])
-            np.minimum(found, limits.max_position_delta / delta_change[at], out=headroom[at])
+            scale = _smallest_negative_root(a * g, b * g * g, max_loss)
+            np.multiply(move, g_moved, out=delta_change[at])  # 0 for the portfolio: no limit
+            np.minimum(scale, limits.max_position_delta / delta_change[at], out=headroom[at])
             np.minimum(headroom[at], HEADROOM_CAP, out=headroom[at])
     book_loss = max(0.0, -float(worst[n])) + 0.0
     return EngineOutput(
@@ -245,7 +249,7 @@ def stress(
         portfolio_worst_pnl=float(worst[n]),
         portfolio_drawdown_pct=book_loss / equity,
         portfolio_var_ratio=book_loss / book_var if book_var is not None else float("nan"),
-        portfolio_headroom=float(min(scale[n], HEADROOM_CAP)),
+        portfolio_headroom=float(headroom[n]),
     )
 
 
