@@ -130,22 +130,20 @@ def worst_pnl(coef: Coefficients, grid: np.ndarray) -> np.ndarray:
 def _worst(linear: np.ndarray, b: np.ndarray, c0: np.ndarray, grid: np.ndarray,
            out: np.ndarray | None = None) -> np.ndarray:
     """``worst_pnl`` from pnl(g) = linear g + b g^2 - c0. The candidates are the two ends
-    and, where the quadratic is convex, the two grid points around its vertex, searched for
-    those rows alone (a search per row costs more than all the products); each is evaluated
-    as a whole column, in place (a candidates x rows block costs more in broadcasting than it
-    saves in calls)."""
+    and, where the quadratic is convex, the two grid points around its vertex (elsewhere the
+    first two points: fewer numpy calls than picking the convex rows out); each is evaluated
+    as a whole column, in place (a candidates x rows block costs more in broadcasting than
+    it saves in calls)."""
     worst: np.ndarray = np.minimum(_pnl(linear, b, c0, float(grid[0])),
                                    _pnl(linear, b, c0, float(grid[-1])), out=out)
     convex = b > 0
     if len(grid) > 2 and convex.any():
-        rows = np.flatnonzero(convex)
-        ends = worst[rows]
-        # elsewhere the first two points: the first is an end, the second kept (its bits)
-        np.minimum(worst, _pnl(linear, b, c0, float(grid[1])), out=worst)
-        linear, b, c0 = linear[rows], b[rows], c0[rows]
-        left = np.searchsorted(grid[1:-1], -linear / (2.0 * b))  # 0 .. len - 2
-        worst[rows] = np.minimum(np.minimum(ends, _pnl(linear, b, c0, grid[left])),
-                                 _pnl(linear, b, c0, grid[1:][left]))
+        vertex = np.empty(len(b))  # -linear / 2b where convex (the same bits), else grid[0]
+        vertex.fill(grid[0])
+        np.divide(linear, -2.0 * b, out=vertex, where=convex)
+        left = np.searchsorted(grid[1:-1], vertex)  # the point left of it, 0 .. len - 2
+        np.minimum(worst, _pnl(linear, b, c0, grid[left]), out=worst)
+        np.minimum(worst, _pnl(linear, b, c0, grid[1:][left]), out=worst)
     return worst
 
 
