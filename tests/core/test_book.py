@@ -12,6 +12,7 @@ import yaml
 from helpers import book, position
 from stress_hookspecs import Book, BookColumns, Position, hookimpl
 from stress_plugin import load_book
+from stress_plugin.core import book as book_module
 from stress_plugin.core.book import BookArrays, NameMemo
 from stress_plugin.core.errors import BookError
 
@@ -231,3 +232,16 @@ def test_a_name_memo_skips_only_names_that_passed():
         BookArrays.from_book(_columns(price=[1.0, -1.0, 1.0]), "host", names=memo)
     BookArrays.from_book(_columns(symbols=["A", "B", "D"]), "host", names=memo)
     assert memo.names == ["A", "B", "D"]
+
+
+@pytest.mark.parametrize("hashed_from", [1, 10**9])
+def test_duplicates_and_the_reserved_name_are_found_by_hashes_as_by_the_set(monkeypatch,
+                                                                           hashed_from):
+    """A long book checks uniqueness by sorted hashes, settled by the set on any repeat."""
+    monkeypatch.setattr(book_module, "_HASHED_FROM", hashed_from)
+    BookArrays.from_book(_columns(symbols=["A", "B", "C"]), "host")
+    for symbols, field, problem in (
+            (["A", "B", "A"], r"symbols\[2\] \(A\)", "duplicate"),
+            (["PORTFOLIO", "B", "C"], r"symbols\[0\] \(PORTFOLIO\)", "reserved")):
+        with pytest.raises(BookError, match=rf"host: {field}: .*{problem}"):
+            BookArrays.from_book(_columns(symbols=symbols), "host")
