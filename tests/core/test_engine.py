@@ -171,6 +171,25 @@ def test_random_books_match_the_plain_loop(recovery):
     assert out.portfolio_worst_pnl == pytest.approx(book_path.min(), rel=1e-12)
 
 
+def test_a_profile_whose_trough_is_not_1_matches_the_plain_loop():
+    """Every shape of model.md has its trough at g = 1 (the engine skips products by 1.0);
+    a profile that peaks lower is still solved exactly."""
+    rng = np.random.default_rng(5)
+    n = 30
+    q, P, h, m, d, c, v = random_positions(rng, n)
+    s = rng.uniform(-0.3, 0.3, n)
+    g = 0.6 * engine.recovery_profile("exponential", 40, 5, 2)
+    coef = engine.coefficients(q, P, h, m, d, c, s, 2.0)
+    out = engine.stress(coef, np.abs(c * P * s), v, 200_000.0, None, g, DEFAULT)
+    for i in range(n):
+        path = reference_pnl(q[i], P[i], h[i], m[i], d[i], c[i], s[i], 2.0, g)
+        assert out.worst_pnl[i] == pytest.approx(min(path), rel=1e-12, abs=1e-9)
+        assert out.delta_change[i] == pytest.approx(abs(c[i] * P[i] * s[i]) * 0.6, rel=1e-12)
+        expected = _brute_headroom(q[i], P[i], h[i], m[i], d[i], c[i], v[i], 200_000.0, s[i],
+                                   2.0, g, DEFAULT)
+        assert out.headroom[i] == pytest.approx(expected, rel=1e-6, abs=1e-9)
+
+
 @pytest.mark.parametrize("n", [1, 2, 40, 301])
 def test_a_big_book_in_passes_gives_the_same_bits_as_one_pass(monkeypatch, n):
     """The rows go through in passes of CHUNK symbols, the portfolio alone last; a small book
