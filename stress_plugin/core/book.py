@@ -395,8 +395,14 @@ def _all_symbols(names: list[str]) -> bool:
     data = joined.encode("ascii")
     if data.translate(None, _SYMBOL_BYTES) != b"\n" * (len(names) - 1):
         return False
-    if len(data) > MAX_SYMBOL_LEN and max(map(len, names)) > MAX_SYMBOL_LEN:
-        return False  # ASCII: characters are bytes
+    if len(data) > MAX_SYMBOL_LEN:  # the longest name (ASCII: a character is a byte)
+        if len(names) < 1_000:  # a pass over few names costs less than numpy's calls
+            widest = max(map(len, names))
+        else:  # the widest gap between separators
+            ends = np.flatnonzero(np.frombuffer(data, np.uint8) == 10)
+            widest = int(np.diff(ends, prepend=-1, append=len(data)).max()) - 1
+        if widest > MAX_SYMBOL_LEN:
+            return False
     if "\n\n" in joined or joined[0] == "\n" or joined[-1] == "\n":
         return False
     return " " not in joined or not (" \n" in joined or "\n " in joined or "  " in joined

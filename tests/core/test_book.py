@@ -245,3 +245,16 @@ def test_duplicates_and_the_reserved_name_are_found_by_hashes_as_by_the_set(monk
             (["PORTFOLIO", "B", "C"], r"symbols\[0\] \(PORTFOLIO\)", "reserved")):
         with pytest.raises(BookError, match=rf"host: {field}: .*{problem}"):
             BookArrays.from_book(_columns(symbols=symbols), "host")
+
+
+@pytest.mark.parametrize("n", [3, 1_500])
+def test_the_longest_name_is_found_in_short_and_long_books(n):
+    """Few names: their lengths; many: the widest gap between separators of the joined text."""
+    symbols = [f"S{i}" for i in range(n)]
+    symbols[n // 2] = "L" * 64
+    ones = [1.0] * n
+    columns = dict(equity=1e6, quantity=ones, price=ones, spread=ones, multiplier=ones)
+    BookArrays.from_book(BookColumns(symbols=symbols, **columns), "host")
+    symbols[n // 2] = "L" * 65
+    with pytest.raises(BookError, match=rf"host: symbols\[{n // 2}\]: .*must be 1 to 64"):
+        BookArrays.from_book(BookColumns(symbols=symbols, **columns), "host")
