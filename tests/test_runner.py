@@ -158,6 +158,24 @@ def test_bad_host_book_fails_the_run_naming_the_plugin(make_runner):
     assert result.portfolio is None and result.headroom is None and not result.breaches
 
 
+def test_names_remembered_from_a_good_book_never_let_a_bad_one_pass(make_runner):
+    """The runner keeps the last book's valid names (a list comparison instead of the name
+    rules): the same names pass again, and a book with one name changed is checked anew."""
+    books = iter([book(position("MES"), position("ES")), book(position("MES"), position("ES")),
+                  book(position("MES"), position("MES")), book(position("MES"), position("ES"))])
+
+    class Host:
+        @hookimpl
+        def stress_book(self):
+            return next(books)
+
+    runner = make_runner(host=Host())
+    assert [runner.run_once().symbols_tested for _ in range(2)] == [2, 2]
+    failed = runner.run_once()
+    assert failed.failure == "book_invalid" and "duplicate symbol" in failed.error
+    assert runner.run_once().symbols_tested == 2
+
+
 def test_live_limits_from_a_plugin_override_the_scenario(make_runner):
     class RiskAgent:
         @hookimpl
