@@ -45,6 +45,8 @@ class SQLiteStore(Store):
             self._conn.execute("PRAGMA synchronous=FULL")
             if wal:  # checkpoints off the writers' path: see _Checkpointer
                 self._conn.execute("PRAGMA wal_autocheckpoint=0")
+                # a WAL that grew (runs back to back) is cut back when it starts again
+                self._conn.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT}")
                 self._checkpointer = _Checkpointer(self.path, busy_timeout)
         except (OSError, sqlite3.Error) as exc:
             raise ConfigError("environment", "STRESS_DB", self.target,
@@ -66,6 +68,12 @@ class SQLiteStore(Store):
             self._full_sync = durable
 
 
+WAL_SIZE_LIMIT = 64 * 1024 * 1024
+"""Bytes of WAL file kept when the WAL starts again from its beginning: what runs back to
+back grew is given back to the disk at the next pause (SQLite keeps the largest size
+otherwise)."""
+
+
 class _Checkpointer:
     """WAL checkpoints on a connection and thread of their own, never inside a commit.
 
@@ -80,7 +88,8 @@ class _Checkpointer:
     runs back to back (a benchmark's loop: a commit every 0.5 ms) grow it without end
     (~120 KB per 1,000-symbol run). A FULL checkpoint would bound it but holds every writer
     for the copy and the fsync (8 to 90 ms measured): a stall inside a run, so it is not done;
-    any pause longer than one pass lets the next run start the WAL again."""
+    any pause longer than one pass lets the next run start the WAL again, and that run cuts the
+    file back to ``WAL_SIZE_LIMIT``."""
 
     def __init__(self, path: Path, busy_timeout: float, period_s: float = 0.5) -> None:
         self.path, self.busy_timeout, self.period_s = path, busy_timeout, period_s

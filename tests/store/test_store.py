@@ -57,6 +57,36 @@ def test_a_hand_built_result_round_trips_in_to_dict_order(store_url):
     assert store.prices_since("2000-01-01T00:00:00Z") == [("A", 101.0), ("B", 202.0)]
 
 
+def test_a_wal_grown_by_runs_back_to_back_is_cut_back_when_it_starts_again(
+        make_runner, tmp_path, monkeypatch):
+    """Runs back to back grow the WAL past the limit (the checkpointer cannot finish a pass
+    between them); after a checkpoint that copies every frame, the next run starts the WAL
+    again and truncates the file to the limit."""
+    import sqlite3
+
+    from stress_plugin.store import sqlite as backend
+
+    monkeypatch.setattr(backend, "WAL_SIZE_LIMIT", 200_000)
+    path = tmp_path / "stress.db"
+    store = Store(str(path))
+    store._checkpointer = None  # no checkpoint between the runs: the WAL only grows
+    runner = make_runner()
+    runner.store = store
+    data = host_book(400)
+    wal = tmp_path / "stress.db-wal"
+    for _ in range(20):
+        runner.run_once(book=data)
+    grown = wal.stat().st_size
+    assert grown > 500_000
+    with sqlite3.connect(path) as other:  # what the checkpointer does, to the end
+        busy, frames, copied = other.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+    assert (busy, copied) == (0, frames)
+    runner.run_once(book=data)
+    assert wal.stat().st_size <= 200_000 < grown
+    assert len(store.runs_since("2000-01-01T00:00:00Z")) == 21
+    store.close()
+
+
 def columns(store: Store) -> dict[str, list[str]]:
     """Every table's columns, as the backend's own catalogue lists them (``rowid`` aside)."""
     if target_kind(store.target) == "postgresql":
