@@ -121,15 +121,10 @@ def _quiet() -> np.errstate:
     return np.errstate(divide="ignore", invalid="ignore", over="ignore")
 
 
-def worst_pnl(coef: Coefficients, grid: np.ndarray) -> np.ndarray:
-    """Minimum of each row's P&L over the grid (the profile sorted ascending), at lam = 1."""
-    with _quiet():
-        return _worst(coef.a - coef.e, coef.b, coef.c0, grid)
-
-
 def _worst(linear: np.ndarray, b: np.ndarray, c0: np.ndarray, grid: np.ndarray,
            out: np.ndarray | None = None) -> np.ndarray:
-    """``worst_pnl`` from pnl(g) = linear g + b g^2 - c0. The candidates are the two ends
+    """Minimum of each row's P&L over the grid (the profile sorted ascending) at lam = 1,
+    from pnl(g) = linear g + b g^2 - c0. The candidates are the two ends
     and, where the quadratic is convex, the two grid points around its vertex (elsewhere the
     first two points: fewer numpy calls than picking the convex rows out); each is evaluated
     as a whole column, in place (a candidates x rows block costs more in broadcasting than
@@ -173,10 +168,22 @@ def first_breach_scale(coef: Coefficients, grid: np.ndarray, max_loss: np.ndarra
     with A = a g, G = b g^2, K = max_loss - c0 - e g, solved in closed form (the
     cancellation-free root): O(rows), not O(rows x grid). A NaN ``max_loss`` never breaches.
     """
-    g = float(grid[-1])
     with _quiet():
-        return _smallest_negative_root(coef.a * g, coef.b * g * g,
-                                       max_loss - coef.c0 - coef.e * g)
+        return _trough_scale(coef.a, coef.b, coef.c0, coef.e, float(grid[-1]),
+                             np.array(max_loss, dtype=np.float64))  # a copy: K is made in it
+
+
+def _trough_scale(a: np.ndarray, b: np.ndarray, c0: np.ndarray, e: np.ndarray, g: float,
+                  max_loss: np.ndarray) -> np.ndarray:
+    """``first_breach_scale`` at the trough ``g``: A = a g, G = b g^2, K = max_loss - c0 - e g
+    (``max_loss`` is overwritten with K). At g = 1 the products are skipped: x * 1.0 is x,
+    the same bits, four products fewer."""
+    max_loss -= c0
+    if g == 1.0:
+        max_loss -= e
+        return _smallest_negative_root(a, b, max_loss)
+    max_loss -= e * g
+    return _smallest_negative_root(a * g, b * g * g, max_loss)
 
 
 def _smallest_negative_root(A: np.ndarray, G: np.ndarray, K: np.ndarray) -> np.ndarray:
@@ -235,13 +242,7 @@ def stress(
             # losing more than either limit is losing more than the smaller one: one search
             max_loss = np.fmin(drawdown_limit,  # fmin: NaN (no VaR) ignored
                                limits.max_var_multiplier * var)
-            max_loss -= c0
-            if g == 1.0:  # x * 1.0 is x: the same bits, four products fewer
-                max_loss -= e
-                scale = _smallest_negative_root(a, b, max_loss)
-            else:
-                max_loss -= e * g
-                scale = _smallest_negative_root(a * g, b * g * g, max_loss)
+            scale = _trough_scale(a, b, c0, e, g, max_loss)
             np.multiply(move, g_moved, out=delta_change[at])  # 0 for the portfolio: no limit
             np.minimum(scale, limits.max_position_delta / delta_change[at], out=headroom[at])
             np.minimum(headroom[at], HEADROOM_CAP, out=headroom[at])
