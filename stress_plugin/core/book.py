@@ -198,13 +198,10 @@ class BookArrays:
         n = len(symbols)
         if symbols.ndim != 1 or not n:
             raise BookError(source, "symbols", n, "must hold at least one symbol, in one column")
-        given = {"quantity": book.quantity, "price": book.price, "spread": book.spread,
-                 "multiplier": book.multiplier, "delta": book.delta, "gamma": book.gamma,
-                 "position_var": book.position_var}
         block = np.empty((len(_ROWS), n))
         for field, (row, default) in _ROWS.items():
-            name = "position_var" if field == "var" else field
-            values = given[name]
+            name = "position_var" if field == "var" else field  # BookColumns' own field name
+            values = getattr(book, name)
             if values is None:
                 block[row] = default
                 continue
