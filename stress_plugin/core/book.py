@@ -181,8 +181,10 @@ class BookArrays:
         block = np.empty((len(_ROWS), len(positions)))
         for name, (row, default) in _ROWS.items():
             block[row] = column(name, default)
-        arrays = cls._of(np.array(listed, dtype=object), block, book.equity, book.var)
-        if check and not arrays._valid(block, listed, names):
+        known = names.column_of(listed) if names is not None else None
+        symbols = np.array(listed, dtype=object) if known is None else known
+        arrays = cls._of(symbols, block, book.equity, book.var)
+        if check and not arrays._valid(block, listed, names, known is not None):
             arrays._check(positions, source)
         return arrays
 
@@ -194,7 +196,10 @@ class BookArrays:
         _check_scalar(source, "equity", book.equity, positive=True)
         if book.var is not None:
             _check_scalar(source, "var", book.var, positive=True)
-        symbols = np.array(book.symbols, dtype=object)
+        given = book.symbols
+        listed = given.tolist() if hasattr(given, "tolist") else list(given)
+        known = names.column_of(listed) if names is not None else None
+        symbols = np.array(listed, dtype=object) if known is None else known
         n = len(symbols)
         if symbols.ndim != 1 or not n:
             raise BookError(source, "symbols", n, "must hold at least one symbol, in one column")
@@ -216,7 +221,7 @@ class BookArrays:
                                 f"must hold one value per symbol ({n})")
             block[row] = array
         arrays = cls._of(symbols, block, book.equity, book.var)
-        if check and not arrays._valid(block, None, names):
+        if check and not arrays._valid(block, listed, names, known is not None):
             arrays._check((), source)
         return arrays
 
@@ -228,11 +233,11 @@ class BookArrays:
         return cls(symbols, quantity, price, spread, multiplier, var, delta, gamma,
                    float(equity), None if book_var is None else float(book_var))
 
-    def _valid(self, block: np.ndarray, listed: list[str] | None, names: NameMemo | None
-               ) -> bool:
+    def _valid(self, block: np.ndarray, listed: list[str], names: NameMemo | None,
+               known: bool) -> bool:
         """Whether every rule of ``problems`` holds, in a few whole-block reductions (a NaN
         or an infinity fails a bound); False only sends the book to ``problems``, which names
-        what is wrong."""
+        what is wrong. ``known``: the names are the memo's, which passed already."""
         n = block.shape[1]
         q0, p0, h0, m0, d0, c0 = block[:6].min(axis=1).tolist()
         q1, p1, h1, m1, d1, c1 = block[:6].max(axis=1).tolist()
@@ -245,7 +250,7 @@ class BookArrays:
         low = float(np.fmin.reduce(var))
         if not math.isnan(low) and not (low > 0 and float(np.fmax.reduce(var)) <= big):
             return False
-        return _names_valid(self.symbols.tolist() if listed is None else listed, names)
+        return known or _names_valid(listed, self.symbols, names)
 
     def _check(self, positions: Sequence[Position], source: str) -> None:
         for problem in self.problems(positions, source):
@@ -331,19 +336,28 @@ class NameMemo:
     """The symbols of the last book whose names passed every name rule, kept by a caller
     that validates the same book run after run (a runner): a list comparison (pointer
     equality for the host's own strings) instead of the name rules, 1,000,000 names in
-    a few ms. Only names that passed are kept, and a caller owns it (the core keeps no
-    state)."""
+    a few ms. The same names get the same read-only column back, so what keeps the last
+    run's names (the store's symbol list) knows them by identity. Only names that passed
+    are kept, and a caller owns it (the core keeps no state)."""
 
-    __slots__ = ("names",)
+    __slots__ = ("column", "names")
 
     def __init__(self) -> None:
         self.names: list[str] | None = None
+        self.column: np.ndarray | None = None
+
+    def column_of(self, listed: list[str]) -> np.ndarray | None:
+        """The column of ``listed`` when they are the names kept, else None."""
+        return self.column if self.names == listed else None
+
+    def keep(self, listed: list[str], column: np.ndarray) -> None:
+        column.flags.writeable = False  # shared by the runs that follow
+        self.names, self.column = listed, column
 
 
-def _names_valid(listed: list[str], memo: NameMemo | None) -> bool:
-    """Every name a symbol, none twice, none the reserved one (``problems`` names which)."""
-    if memo is not None and memo.names == listed:
-        return True
+def _names_valid(listed: list[str], column: np.ndarray, memo: NameMemo | None) -> bool:
+    """Every name a symbol, none twice, none the reserved one (``problems`` names which);
+    names that pass are kept in ``memo`` with their ``column``."""
     try:
         ok = _all_symbols(listed)
     except TypeError:  # not a str
@@ -351,7 +365,7 @@ def _names_valid(listed: list[str], memo: NameMemo | None) -> bool:
     if ok:
         ok = _unique(listed)
     if ok and memo is not None:
-        memo.names = listed
+        memo.keep(listed, column)
     return ok
 
 

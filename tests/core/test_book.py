@@ -218,9 +218,11 @@ def test_the_first_field_that_is_no_number_is_named_in_file_order():
 def test_a_name_memo_skips_only_names_that_passed():
     memo = NameMemo()
     good = _columns()
-    BookArrays.from_book(good, "host", names=memo)
+    first = BookArrays.from_book(good, "host", names=memo)
     assert memo.names == ["A", "B", "C"]
-    BookArrays.from_book(good.to_book(), "host", names=memo)  # the same names again
+    again = BookArrays.from_book(good.to_book(), "host", names=memo)  # the same names again
+    assert again.symbols is first.symbols  # one column: the store knows it by identity
+    assert not again.symbols.flags.writeable  # shared by the runs that follow: read-only
     for symbols, problem in ((["A", "B", "A"], "duplicate symbol"),
                              (["A", "PORTFOLIO", "C"], "reserved"),
                              (["A", "B", "x" * 65], "must be 1 to 64")):
@@ -230,8 +232,9 @@ def test_a_name_memo_skips_only_names_that_passed():
         assert memo.names == ["A", "B", "C"]
     with pytest.raises(BookError, match=r"price\[1\] \(B\)"):  # numbers are always checked
         BookArrays.from_book(_columns(price=[1.0, -1.0, 1.0]), "host", names=memo)
-    BookArrays.from_book(_columns(symbols=["A", "B", "D"]), "host", names=memo)
-    assert memo.names == ["A", "B", "D"]
+    other = BookArrays.from_book(_columns(symbols=["A", "B", "D"]), "host", names=memo)
+    assert memo.names == ["A", "B", "D"] == other.symbols.tolist()
+    assert other.symbols is not first.symbols and first.symbols.tolist() == ["A", "B", "C"]
 
 
 @pytest.mark.parametrize("hashed_from", [1, 10**9])
