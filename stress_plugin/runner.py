@@ -128,13 +128,15 @@ class StressRunner:
 
     # -- the limits and the halt ----------------------------------------------------------------
 
-    def limits(self, scenario: StressScenario) -> tuple[Limits, dict[str, str]]:
-        """The limits in force now and each field's source (live > host > scenario > default).
+    def limits(self, scenario: StressScenario, live: Mapping[str, float] | None = None
+               ) -> tuple[Limits, dict[str, str]]:
+        """The limits in force now and each field's source (live > host > scenario > default);
+        ``live``, the live limits when the caller read them already (a run, with the halt).
 
         Raises ``RunFailure`` when the host's ``stress_limits`` raises or answers nonsense.
         """
         return limits_in_force(scenario=scenario.limits_given, host=self.host_limits(),
-                               live=self.store.live_limits())
+                               live=self.store.live_limits() if live is None else live)
 
     def host_limits(self) -> tuple[str, dict[str, float]] | None:
         """(plugin, the fields it sets) from ``stress_limits``, checked; None when no host sets
@@ -271,10 +273,12 @@ class StressRunner:
             arrays, skipped = self._cap(arrays)
         except RunFailure as exc:
             failure = exc
+        # the live limits and the halt in force, read once for every scenario of the snapshot
+        live, halt = self.store.run_state()
         book_s = time.perf_counter() - started
         # each run's runtime counts the shared book once, as a run on its own would
-        runs = [self._run(s, arrays, source, skipped, failure, time.perf_counter() - book_s)
-                for s in chosen]
+        runs = [self._run(s, arrays, source, skipped, failure, live,
+                          time.perf_counter() - book_s) for s in chosen]
         results = [result for result, _ in runs]
         # what each run's P&L paths are made of (None for a failed run), kept for its report
         paths = {result.run_id: p for result, p in runs}
@@ -289,7 +293,8 @@ class StressRunner:
             confirmed = self._kill_switch([r for r in results if r.run_id in tripped])
             results = [replace(r, kill_switch_confirmed=confirmed) if r.run_id in tripped else r
                        for r in results]
-        halted = self.halt() is not None
+        # a trip latched a halt (or found one in force); else the halt read at the start
+        halted = bool(tripped) or halt is not None
         if halted:  # False is the default: no copy on the everyday run
             results = [replace(r, halted=True) for r in results]
         sinks = self.plugins.sinks()
@@ -308,25 +313,27 @@ class StressRunner:
         return stored
 
     def _run(self, chosen: StressScenario, arrays: BookArrays | None, source: str | None,
-             skipped: tuple[str, ...], failure: RunFailure | None, started: float
+             skipped: tuple[str, ...], failure: RunFailure | None,
+             live: Mapping[str, float], started: float
              ) -> tuple[StressResult, engine.PathInputs | None]:
         """One scenario on the prepared book: limits, engine, evaluators, timing, log, and
         what its P&L paths are made of (None when the run failed before the engine). What
         it cannot have fails this run; nothing is published, stored or alerted here."""
-        now = self.now()
-        # os.urandom, as secrets.token_hex does, without importing hmac and OpenSSL at start-up
-        run_id = f"{now.strftime('%Y%m%dT%H%M%SZ')}-{os.urandom(4).hex()}"
+        timestamp = iso_utc(self.now())
+        # the timestamp's digits (UTC), then os.urandom, as secrets.token_hex does, without
+        # importing hmac and OpenSSL at start-up
+        run_id = f"{timestamp.replace('-', '').replace(':', '')}-{os.urandom(4).hex()}"
         # the fields known so far: a failed run keeps these and no metrics
-        known: dict[str, Any] = dict(run_id=run_id, scenario=chosen.name,
-                                     timestamp=iso_utc(now), symbols_tested=0, portfolio=None,
-                                     symbols={}, headroom=None, limits=None)
+        known: dict[str, Any] = dict(run_id=run_id, scenario=chosen.name, timestamp=timestamp,
+                                     symbols_tested=0, portfolio=None, symbols={},
+                                     headroom=None, limits=None)
         paths = None
         try:
             if failure is not None:
                 raise failure
             assert arrays is not None
             known["book_source"] = source
-            limits, limit_sources = self.limits(chosen)
+            limits, limit_sources = self.limits(chosen, live)
             known.update(symbols_tested=len(arrays), skipped_symbols=skipped, limits=limits,
                          limit_sources=limit_sources)
             figures, paths = self._stress(arrays, chosen, limits)

@@ -111,6 +111,23 @@ def test_both_backends_reach_the_same_schema_by_the_same_migrations(store_url, t
         assert again.schema_version == len(MIGRATIONS)
 
 
+def test_a_run_reads_the_live_limits_and_the_halt_in_one_statement(store_url):
+    """``run_state`` gives what ``live_limits`` and ``halt_get`` give, set or not."""
+    with Store(store_url) as store:
+        assert store.run_state() == ({}, None)
+        store.save_limits({"max_drawdown_pct": 0.04}, actor="tester")
+        assert store.run_state() == ({"max_drawdown_pct": 0.04}, None)
+        store.halt_set({"reason": "MES drawdown", "since": "2026-01-05T15:00:00Z",
+                        "run_id": "r1", "scenario": "flash_crash_lite", "symbols": ["MES"]})
+        live, halt = store.run_state()
+        assert (live, halt) == (store.live_limits(), store.halt_get())
+        assert halt == {"reason": "MES drawdown", "since": "2026-01-05T15:00:00Z",
+                        "run_id": "r1", "scenario": "flash_crash_lite", "symbols": ["MES"]}
+        store.save_limits({}, actor="tester")  # removed: the file's limits again
+        store.halt_clear("tester")
+        assert store.run_state() == ({}, None)
+
+
 def test_a_sqlite_url_names_a_file(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     with Store("sqlite:///sub/s.db") as store:
