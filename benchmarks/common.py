@@ -383,6 +383,26 @@ def timed(fn: Callable[[], Any], repeat: int, warmup: int = 2) -> list[float]:
     return times
 
 
+def interleaved(runs: Sequence[tuple[Callable[[], Any], int]], rounds: int = 10,
+                warmup: int = 2) -> list[list[float]]:
+    """Wall times in ms of each (fn, repeat), the repeats split into ``rounds`` slices taken
+    in turn: a machine whose speed drifts during a benchmark (this one, by up to 2x over a
+    few minutes) then slows every figure alike, so their ratios are side by side in time too,
+    not only in one process. Fewer rounds when a fn runs fewer times than that."""
+    for fn, repeat in runs:
+        for _ in range(min(warmup, repeat)):
+            fn()
+    rounds = max(1, min(rounds, *(repeat for _, repeat in runs)))
+    times: list[list[float]] = [[] for _ in runs]
+    for r in range(rounds):
+        for (fn, repeat), samples in zip(runs, times, strict=True):
+            for _ in range(repeat * (r + 1) // rounds - repeat * r // rounds):
+                start = time.perf_counter()
+                fn()
+                samples.append((time.perf_counter() - start) * 1000)
+    return times
+
+
 def pct(samples: Sequence[float], q: float) -> float:
     return float(np.percentile(np.asarray(samples), q))
 

@@ -13,7 +13,9 @@ trip per statement), in a second table.
 
 The baselines (``common.plain_loop``, ``common.numpy_model``) compute the model and the
 breaches from the same ``Book``; each is first checked to give the runner's metrics and
-breaches, then timed. Ratios are baseline p50 over full-run p50, measured in one process.
+breaches, then timed. Ratios are baseline p50 over full-run p50, measured in one process and
+in turns (ten rounds of each in the same order), so a machine whose speed drifts while the
+script runs slows both sides of a ratio alike.
 
     python benchmarks/run_once.py [--sizes 100 1000 10000 100000] [--quick] [--postgresql URL]
 """
@@ -28,6 +30,7 @@ from common import (
     SCENARIO,
     check_same,
     fmt_ms,
+    interleaved,
     machine,
     make_runner,
     numpy_model,
@@ -37,7 +40,6 @@ from common import (
     synthetic_book,
     table,
     temp_store,
-    timed,
 )
 
 from stress_plugin.service.metrics import PrometheusMetrics
@@ -56,7 +58,9 @@ def bench(n: int, repeat: int | None, loop_repeat: int | None,
     host = synthetic_book(n)
     book, columns = host.snapshot(), host.arrays().snapshot()
     scenario = runner.scenario(SCENARIO)
-    runtime, saves, observes = [], [], []
+    runtime: list[float] = []
+    saves: list[float] = []
+    observes: list[float] = []
     save_run = store.save_run
 
     def timed_save(*args, **kwargs):
@@ -75,27 +79,33 @@ def bench(n: int, repeat: int | None, loop_repeat: int | None,
         runtime.append(result.runtime_ms)
         return result
 
+    def columns_run():  # the same run from BookColumns: its parts are not kept apart
+        size = len(saves)
+        full_run(columns)
+        del saves[size:], observes[size:], runtime[size:]
+
     result = full_run()
     if result.breaches:
         raise SystemExit(f"the benchmark book breaches at {n:,} symbols")
     repeat = repeat or REPEAT.get(n, max(3, 1_000_000 // n))
-    gc.collect()
-    runtime.clear()
-    saves.clear()
-    observes.clear()
-    fast = timed(full_run, repeat)
-    runtime, saves, observes = runtime[-repeat:], saves[-repeat:], observes[-repeat:]
-    by_columns = timed(lambda: full_run(columns), repeat)
-
-    cells = ["-"] * 4
+    runs = [(full_run, repeat), (columns_run, repeat)]
     if loop_repeat != 0:
         loop = plain_loop(book, scenario, scenario.thresholds)
         check_same(result, loop, "loop")  # the same numbers and breaches, or no figures
         check_same(result, numpy_model(book, scenario, scenario.thresholds), "numpy")
-        slow = timed(lambda: plain_loop(book, scenario, scenario.thresholds),
-                     loop_repeat or LOOP_REPEAT.get(n, 1), warmup=0)
-        vector = timed(lambda: numpy_model(book, scenario, scenario.thresholds),
-                       max(3, (loop_repeat or LOOP_REPEAT.get(n, 1)) * 3), warmup=1)
+        loops = loop_repeat or LOOP_REPEAT.get(n, 1)
+        runs += [(lambda: plain_loop(book, scenario, scenario.thresholds), loops),
+                 (lambda: numpy_model(book, scenario, scenario.thresholds), max(3, loops * 3))]
+    columns_run()  # warm: each baseline ran once in its check
+    gc.collect()
+    del saves[:], observes[:], runtime[:]
+    # every figure in the same stretch of time, in turns (common.interleaved)
+    fast, by_columns, *baselines = interleaved(runs, warmup=0)
+    runtime, saves, observes = runtime[-repeat:], saves[-repeat:], observes[-repeat:]
+
+    cells = ["-"] * 4
+    if baselines:
+        slow, vector = baselines
         full = pct(fast, 50)
         cells = [fmt_ms(pct(slow, 50)), fmt_ms(pct(vector, 50)),
                  f"{pct(slow, 50) / full:,.0f}x", f"{pct(vector, 50) / full:,.1f}x"]
