@@ -189,6 +189,20 @@ def test_k8s_deployment_is_one_hardened_replica_with_its_store_on_a_volume():
     assert service["selector"].items() <= deployment["template"]["metadata"]["labels"].items()
 
 
+def test_every_image_tag_is_the_packages_version():
+    """The image the manifests run and the build commands tag (deploy files, our runbook) is
+    the release being deployed."""
+    from stress_plugin.version import __version__
+
+    files = [DEPLOY / "Dockerfile", *DEPLOY.rglob("*.yaml"), *DEPLOY.rglob("*.yml"),
+             ROOT / "docs" / "runbook.md"]
+    tags = {(p.relative_to(ROOT).as_posix(), tag) for p in files
+            for tag in re.findall(r"stress-runner:([\w.+-]+)", p.read_text())}
+    assert {f for f, _ in tags} >= {"deploy/Dockerfile", "deploy/k8s/deployment.yaml",
+                                    "deploy/k8s-ha/deployment.yaml", "docs/runbook.md"}
+    assert {tag for _, tag in tags} == {__version__}, sorted(tags)
+
+
 def test_dockerfile_installs_the_three_distributions_as_a_non_root_user():
     text = (DEPLOY / "Dockerfile").read_text()
     assert text.count("\nFROM python:3.11-slim") == 1
