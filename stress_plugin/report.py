@@ -73,7 +73,7 @@ def pnl_series(result: dict[str, Any], paths: PathInputs) -> list[Series]:
     chosen = worst[:WORST_SYMBOLS]
     total = paths.coef.with_total()
     rows = [len(names), *chosen]
-    coef = engine.Coefficients(*(x[rows] for x in (total.a, total.b, total.c0, total.e)))
+    coef = total.take(rows)
     pnl = engine.pnl_paths(coef, paths.profile)
     keep = np.union1d(_resample(pnl), [i for i, _ in trough_marks(paths)]).astype(np.intp)
     t = paths.times[keep]
@@ -127,7 +127,7 @@ def headroom_chart(result: dict[str, Any], paths: PathInputs, *, standalone: boo
     top = min(max(2.0, 1.25 * book_headroom), 10.0)
     scales = np.linspace(0.0, top, SCALE_POINTS)
     total = paths.coef.with_total()
-    book = engine.Coefficients(*(x[-1:] for x in (total.a, total.b, total.c0, total.e)))
+    book = total.take([-1])
     losses = np.maximum(0.0, -engine.worst_pnl_by_scale(book, paths.profile, scales)[0])
     rules = [Rule("y", at, label, "#d62728") for at, label in limit_loss]
     rules.append(Rule("x", 1.0, "this scenario (1x)", "#555555"))

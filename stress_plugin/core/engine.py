@@ -50,22 +50,48 @@ def recovery_profile(recovery_type: str, steps: int, ramp_steps: int = 0,
 
 @dataclass(frozen=True, slots=True)
 class Coefficients:
-    """pnl(lam, g) = lam a g + lam^2 b g^2 - c0 - e g, per row (symbol or portfolio)."""
+    """pnl(lam, g) = lam a g + lam^2 b g^2 - c0 - e g, per row (symbol or portfolio), held as
+    one (4, rows) block of a, b, c0 and e: what a stored run keeps, written as it is."""
 
-    a: np.ndarray
-    b: np.ndarray
-    c0: np.ndarray
-    e: np.ndarray
+    block: np.ndarray
+
+    @classmethod
+    def of(cls, a: np.ndarray, b: np.ndarray, c0: np.ndarray, e: np.ndarray) -> Coefficients:
+        return cls(np.array([a, b, c0, e], dtype=np.float64))
+
+    @property
+    def a(self) -> np.ndarray:
+        return self._row(0)
+
+    @property
+    def b(self) -> np.ndarray:
+        return self._row(1)
+
+    @property
+    def c0(self) -> np.ndarray:
+        return self._row(2)
+
+    @property
+    def e(self) -> np.ndarray:
+        return self._row(3)
+
+    def _row(self, i: int) -> np.ndarray:
+        row: np.ndarray = self.block[i]  # a view
+        return row
 
     def with_total(self) -> Coefficients:
         """These rows and one more, the portfolio: the same quadratic with summed coefficients
-        (one (4, rows + 1) block filled once, not four appends)."""
-        n = len(self.a)
+        (each row's own sum)."""
+        n = self.block.shape[1]
         block = np.empty((4, n + 1))
-        for row, x in zip(block, (self.a, self.b, self.c0, self.e), strict=True):
-            row[:n] = x
-            row[n] = x.sum()
-        return Coefficients(*block)
+        block[:, :n] = self.block
+        for row in block:
+            row[n] = row[:n].sum()
+        return Coefficients(block)
+
+    def take(self, rows: list[int] | np.ndarray) -> Coefficients:
+        """The rows at ``rows``, in that order."""
+        return Coefficients(self.block[:, rows])
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,19 +126,21 @@ def coefficients(
     spread_mult: float | np.ndarray,
 ) -> Coefficients:
     """model.md's a, b, c0, e per symbol; ``spread_mult`` is k, or k_i per symbol. Products
-    in the formulas' order (the same bits), in place: half the full-size temporaries."""
+    in the formulas' order (the same bits), each into its row of the block."""
+    block = np.empty((4, len(quantity)))
+    a, b, c0, e = block
     move = price * shocks  # dP at g = 1
-    size = (quantity * multiplier).astype(np.float64, copy=False)  # in place below
-    c0 = np.abs(size)
+    size = np.multiply(quantity, multiplier, out=b)  # b is made from it, in place, below
+    np.abs(size, out=c0)
     c0 *= 0.5 * spread
-    a = size * delta
+    np.multiply(size, delta, out=a)
     a *= move
-    b = size  # 0.5 size gamma move move
-    b *= 0.5
+    b *= 0.5  # 0.5 size gamma move move
     b *= gamma
     b *= move
     b *= move
-    return Coefficients(a=a, b=b, c0=c0, e=c0 * (spread_mult - 1.0))
+    np.multiply(c0, spread_mult - 1.0, out=e)
+    return Coefficients(block)
 
 
 def _quiet() -> np.errstate:
@@ -272,7 +300,9 @@ def _passes(coef: Coefficients, gamma_move: np.ndarray, position_var: np.ndarray
     total = np.nan if book_var is None else book_var
     if n < CHUNK:
         rows = np.empty((6, n + 1))
-        rows[:, :n] = (*columns, position_var, gamma_move)
+        rows[:4, :n] = coef.block
+        rows[4, :n] = position_var
+        rows[5, :n] = gamma_move
         rows[:4, n] = rows[:4, :n].sum(axis=1)  # as with_total: each row's own pairwise sum
         rows[4:, n] = (total, 0.0)
         a, b, c0, e, var, move = rows

@@ -729,11 +729,10 @@ class Store:
         price_blob = b"" if prices is None else _blob(np.asarray(prices, dtype=np.float64))
         path_values: tuple[Any, ...] = ()
         if paths is not None:
-            c = paths.coef
             path_values = (paths.step_sec, paths.equity, paths.book_var,
                            np.asarray(paths.profile, dtype=np.float64).tobytes(),
                            # (4 x symbols) in row order, as the reader reshapes it
-                           _blob(np.concatenate([c.a, c.b, c.c0, c.e], dtype=np.float64)))
+                           _blob(paths.coef.block))
         # a run with deliveries must survive a power cut with them: full fsync then (inside a
         # caller's transaction the caller's commit decides)
         with self.transaction(durable=bool(sinks)) as conn:
@@ -786,8 +785,8 @@ class Store:
         if not rows:
             return None
         r = rows[0]
-        a, b, c0, e = np.frombuffer(r["coefficients"]).reshape(4, -1)
-        return PathInputs(Coefficients(a, b, c0, e), np.frombuffer(r["profile"]),
+        return PathInputs(Coefficients(np.frombuffer(r["coefficients"]).reshape(4, -1)),
+                          np.frombuffer(r["profile"]),
                           r["step_sec"], r["equity"], r["book_var"])
 
     def recent_runs(self, limit: int = 50) -> list[dict[str, Any]]:
