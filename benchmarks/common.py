@@ -7,6 +7,7 @@ that a normal run does not breach (the everyday case: a run every hour that find
 
 from __future__ import annotations
 
+import gc
 import math
 import os
 import platform
@@ -388,7 +389,9 @@ def interleaved(runs: Sequence[tuple[Callable[[], Any], int]], rounds: int = 10,
     """Wall times in ms of each (fn, repeat), the repeats split into ``rounds`` slices taken
     in turn: a machine whose speed drifts during a benchmark (this one, by up to 2x over a
     few minutes) then slows every figure alike, so their ratios are side by side in time too,
-    not only in one process. Fewer rounds when a fn runs fewer times than that."""
+    not only in one process. Fewer rounds when a fn runs fewer times than that. Each slice
+    starts after a ``gc.collect()``, so one fn's garbage (the plain loop's objects) is not
+    collected inside another's timings."""
     for fn, repeat in runs:
         for _ in range(min(warmup, repeat)):
             fn()
@@ -396,6 +399,7 @@ def interleaved(runs: Sequence[tuple[Callable[[], Any], int]], rounds: int = 10,
     times: list[list[float]] = [[] for _ in runs]
     for r in range(rounds):
         for (fn, repeat), samples in zip(runs, times, strict=True):
+            gc.collect()
             for _ in range(repeat * (r + 1) // rounds - repeat * r // rounds):
                 start = time.perf_counter()
                 fn()
