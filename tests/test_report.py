@@ -27,8 +27,7 @@ CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic
 
 
 def coefficients(*rows: tuple[float, float, float, float]) -> engine.Coefficients:
-    a, b, c0, e = (np.array(col, dtype=np.float64) for col in zip(*rows, strict=True))
-    return engine.Coefficients.of(a, b, c0, e)
+    return engine.Coefficients(np.array(list(zip(*rows, strict=True)), dtype=np.float64))
 
 
 # -- the engine's paths and curves ----------------------------------------------------------------

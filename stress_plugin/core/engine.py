@@ -55,10 +55,6 @@ class Coefficients:
 
     block: np.ndarray
 
-    @classmethod
-    def of(cls, a: np.ndarray, b: np.ndarray, c0: np.ndarray, e: np.ndarray) -> Coefficients:
-        return cls(np.array([a, b, c0, e], dtype=np.float64))
-
     @property
     def a(self) -> np.ndarray:
         return self._row(0)
