@@ -63,8 +63,12 @@ def test_every_python_snippet_runs_as_printed(tmp_path):
         out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
                              cwd=ROOT, env=env, timeout=60)
         assert out.returncode == 0, f"README snippet {i}:\n{code}\n{out.stderr}"
-        if "StressRunner()" in code:
-            assert "passed plugin trading_host plugin trading_host" in out.stdout, out.stdout
+        # what a snippet says it prints (``# -> ...``) is what it prints
+        for expected in re.findall(r"^# -> (.*)$", code, re.M):
+            assert expected in out.stdout.splitlines(), (i, expected, out.stdout)
+    printed = [e for code in snippets for e in re.findall(r"^# -> (.*)$", code, re.M)]
+    assert {"passed plugin trading_host plugin trading_host",
+            "passed 2 plugin array_host"} <= set(printed)
     for command in commands:
         out = subprocess.run(["bash", "-c", command], capture_output=True, text=True,
                              cwd=ROOT, env=env, timeout=60)
