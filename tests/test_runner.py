@@ -72,6 +72,17 @@ def test_breach_publishes_kill_switch_before_any_alert(make_runner, host, caplog
     assert "symbols_tested=1" in caplog.text
 
 
+def test_a_run_says_whether_a_halt_is_in_force(make_runner, host):
+    """``halted`` is read with the live limits when the run starts; a trip latches it."""
+    runner = make_runner()
+    assert not runner.run_once(book=WORKED).halted
+    assert runner.run_once(book=BREACHING).halted  # tripped: latched by this run
+    passing = runner.run_once(book=WORKED)
+    assert passing.status == "passed" and passing.halted  # an earlier run's halt is in force
+    runner.reset("tester", "checked")
+    assert not runner.run_once(book=WORKED).halted
+
+
 def test_passing_run_still_reports_to_sinks_without_kill_switch(make_runner, host):
     calls: list = []
     runner = make_runner(Recorder(calls))
