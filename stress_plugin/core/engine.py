@@ -292,7 +292,6 @@ def _passes(coef: Coefficients, gamma_move: np.ndarray, position_var: np.ndarray
     small book is one pass over n + 1 rows (half the numpy calls of two); a big one goes
     in views of ``CHUNK`` symbols (no copy), then the portfolio alone."""
     n = len(coef.a)
-    columns = (coef.a, coef.b, coef.c0, coef.e)
     total = np.nan if book_var is None else book_var
     if n < CHUNK:
         rows = np.empty((6, n + 1))
@@ -306,8 +305,8 @@ def _passes(coef: Coefficients, gamma_move: np.ndarray, position_var: np.ndarray
         return
     for lo in range(0, n, CHUNK):
         at = slice(lo, min(lo + CHUNK, n))
-        yield tuple(x[at] for x in columns), position_var[at], gamma_move[at], at
-    yield (tuple(np.array([x.sum()]) for x in columns), np.array([total]), np.zeros(1),
+        yield tuple(coef.block[:, at]), position_var[at], gamma_move[at], at
+    yield (tuple(coef.block.sum(axis=1, keepdims=True)), np.array([total]), np.zeros(1),
            slice(n, n + 1))
 
 
