@@ -960,11 +960,10 @@ class Store:
         """The live limits (``live_limits``) and the halt in force (``halt_get``) as a run
         reads them when it starts, in one statement: one round trip, not two."""
         row = self._query(
-            "SELECT (SELECT limits FROM limits_history ORDER BY id DESC LIMIT 1) AS limits,"
+            f"SELECT ({_LIVE_LIMITS}) AS limits,"
             f" h.id AS halt, {', '.join(f'h.{f}' for f in _HALT_FIELDS)}"
             " FROM (SELECT 1 AS one) AS one LEFT JOIN halt AS h ON 1 = 1")[0]
-        return (json.loads(row["limits"]) if row["limits"] is not None else {},
-                None if row["halt"] is None else _halt(row))
+        return _live(row["limits"]), None if row["halt"] is None else _halt(row)
 
     def halt_set(self, halt: dict[str, Any]) -> bool:
         """Record a halt unless one is active (the first KILL_SWITCH's reason is kept)."""
@@ -1035,8 +1034,8 @@ class Store:
 
     def live_limits(self) -> dict[str, float]:
         """The live limits set through the API (the newest history row; empty once removed)."""
-        rows = self._query("SELECT limits FROM limits_history ORDER BY id DESC LIMIT 1")
-        return json.loads(rows[0]["limits"]) if rows else {}
+        rows = self._query(_LIVE_LIMITS)
+        return _live(rows[0]["limits"] if rows else None)
 
     def save_limits(self, limits: dict[str, float], *, actor: str) -> None:
         with self.transaction() as conn:
@@ -1155,6 +1154,15 @@ def _blob(array: np.ndarray) -> memoryview | bytes:
     import numpy as np
 
     return np.ascontiguousarray(array).data.cast("B") if array.size else b""
+
+
+_LIVE_LIMITS = "SELECT limits FROM limits_history ORDER BY id DESC LIMIT 1"
+"""The live limits' JSON: the newest history row (``live_limits``, ``run_state``)."""
+
+
+def _live(text: str | None) -> dict[str, float]:
+    """The live limits of their stored JSON; none when no row was ever written."""
+    return json.loads(text) if text is not None else {}
 
 
 _HALT_FIELDS = ("reason", "since", "run_id", "scenario", "symbols")
