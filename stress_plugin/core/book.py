@@ -181,10 +181,9 @@ class BookArrays:
         block = np.empty((len(_ROWS), len(positions)))
         for name, (row, default) in _ROWS.items():
             block[row] = column(name, default)
-        known = names.column_of(listed) if names is not None else None
-        symbols = np.array(listed, dtype=object) if known is None else known
+        symbols, known = _symbol_column(listed, names)
         arrays = cls._of(symbols, block, book.equity, book.var)
-        if check and not arrays._valid(block, listed, names, known is not None):
+        if check and not arrays._valid(block, listed, names, known):
             arrays._check(positions, source)
         return arrays
 
@@ -198,8 +197,7 @@ class BookArrays:
             _check_scalar(source, "var", book.var, positive=True)
         given = book.symbols
         listed = given.tolist() if hasattr(given, "tolist") else list(given)
-        known = names.column_of(listed) if names is not None else None
-        symbols = np.array(listed, dtype=object) if known is None else known
+        symbols, known = _symbol_column(listed, names)
         n = len(symbols)
         if symbols.ndim != 1 or not n:
             raise BookError(source, "symbols", n, "must hold at least one symbol, in one column")
@@ -221,7 +219,7 @@ class BookArrays:
                                 f"must hold one value per symbol ({n})")
             block[row] = array
         arrays = cls._of(symbols, block, book.equity, book.var)
-        if check and not arrays._valid(block, listed, names, known is not None):
+        if check and not arrays._valid(block, listed, names, known):
             arrays._check((), source)
         return arrays
 
@@ -353,6 +351,13 @@ class NameMemo:
     def keep(self, listed: list[str], column: np.ndarray) -> None:
         column.flags.writeable = False  # shared by the runs that follow
         self.names, self.column = listed, column
+
+
+def _symbol_column(listed: list[str], memo: NameMemo | None) -> tuple[np.ndarray, bool]:
+    """The symbols as a column, and whether they are the memo's names (passed already: its
+    column is given back)."""
+    known = memo.column_of(listed) if memo is not None else None
+    return (np.array(listed, dtype=object), False) if known is None else (known, True)
 
 
 def _names_valid(listed: list[str], column: np.ndarray, memo: NameMemo | None) -> bool:
