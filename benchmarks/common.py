@@ -384,17 +384,14 @@ def timed(fn: Callable[[], Any], repeat: int, warmup: int = 2) -> list[float]:
     return times
 
 
-def interleaved(runs: Sequence[tuple[Callable[[], Any], int]], rounds: int = 10,
-                warmup: int = 2) -> list[list[float]]:
+def interleaved(runs: Sequence[tuple[Callable[[], Any], int]], rounds: int = 10
+                ) -> list[list[float]]:
     """Wall times in ms of each (fn, repeat), the repeats split into ``rounds`` slices taken
     in turn: a machine whose speed drifts during a benchmark (this one, by up to 2x over a
     few minutes) then slows every figure alike, so their ratios are side by side in time too,
     not only in one process. Fewer rounds when a fn runs fewer times than that. Each slice
     starts after a ``gc.collect()``, so one fn's garbage (the plain loop's objects) is not
-    collected inside another's timings."""
-    for fn, repeat in runs:
-        for _ in range(min(warmup, repeat)):
-            fn()
+    collected inside another's timings. No warm-up: the caller's first calls are it."""
     rounds = max(1, min(rounds, *(repeat for _, repeat in runs)))
     times: list[list[float]] = [[] for _ in runs]
     for r in range(rounds):

@@ -100,7 +100,7 @@ def bench(n: int, repeat: int | None, loop_repeat: int | None,
     gc.collect()
     del saves[:], observes[:], runtime[:]
     # every figure in the same stretch of time, in turns (common.interleaved)
-    fast, by_columns, *baselines = interleaved(runs, warmup=0)
+    fast, by_columns, *baselines = interleaved(runs)
     runtime, saves, observes = runtime[-repeat:], saves[-repeat:], observes[-repeat:]
 
     cells = ["-"] * 4
