@@ -253,44 +253,54 @@ def stress(
     g = float(grid[-1])  # the trough: 1 for every profile
     g_moved = max(abs(float(grid[0])), abs(g))  # max |g|: at an end of the sorted grid
     n = len(coef.a)
-    worst, var_ratio, drawdown_pct, delta_change, headroom = np.empty((5, n + 1))
+    # the outputs' rows, in SymbolMetrics' field order; a big book's symbols are one (5, n)
+    # block with the portfolio apart, which the store writes as it is (no 5-column copy)
+    small = n < CHUNK
+    block = np.empty((5, n + 1 if small else n))
+    book = block[:, n:] if small else np.empty((5, 1))
     drawdown_limit = limits.max_drawdown_pct * equity
     with _quiet():
-        for (a, b, c0, e), var, move, at in _passes(coef, gamma_move, position_var, book_var):
-            _worst(a - e, b, c0, grid, worst[at])
-            loss = np.negative(worst[at])
+        for (a, b, c0, e), var, move, out in _passes(coef, gamma_move, position_var, book_var,
+                                                     block, book):
+            worst, drawdown_pct, var_ratio, delta_change, headroom = out
+            _worst(a - e, b, c0, grid, worst)
+            loss = np.negative(worst)
             np.maximum(0.0, loss, out=loss)
             loss += 0.0  # a zero loss is 0.0, never -0.0
-            np.divide(loss, var, out=var_ratio[at])
-            np.divide(loss, equity, out=drawdown_pct[at])
+            np.divide(loss, var, out=var_ratio)
+            np.divide(loss, equity, out=drawdown_pct)
             # losing more than either limit is losing more than the smaller one: one search
             max_loss = np.fmin(drawdown_limit,  # fmin: NaN (no VaR) ignored
                                limits.max_var_multiplier * var)
             scale = _trough_scale(a, b, c0, e, g, max_loss)
-            np.multiply(move, g_moved, out=delta_change[at])  # 0 for the portfolio: no limit
-            np.minimum(scale, limits.max_position_delta / delta_change[at], out=headroom[at])
-            np.minimum(headroom[at], HEADROOM_CAP, out=headroom[at])
-    book_loss = max(0.0, -float(worst[n])) + 0.0
+            np.multiply(move, g_moved, out=delta_change)  # 0 for the portfolio: no limit
+            np.minimum(scale, limits.max_position_delta / delta_change, out=headroom)
+            np.minimum(headroom, HEADROOM_CAP, out=headroom)
+    book_worst, _, _, _, book_headroom = book[:, 0].tolist()
+    book_loss = max(0.0, -book_worst) + 0.0
+    worst_pnl, drawdown_pct, var_ratio, delta_change, headroom = block[:, :n]
     return EngineOutput(
-        worst_pnl=worst[:n],
-        drawdown_pct=drawdown_pct[:n],
-        var_ratio=var_ratio[:n],
-        delta_change=delta_change[:n],
-        headroom=headroom[:n],
-        portfolio_worst_pnl=float(worst[n]),
+        worst_pnl=worst_pnl,
+        drawdown_pct=drawdown_pct,
+        var_ratio=var_ratio,
+        delta_change=delta_change,
+        headroom=headroom,
+        portfolio_worst_pnl=book_worst,
         portfolio_drawdown_pct=book_loss / equity,
         portfolio_var_ratio=book_loss / book_var if book_var is not None else float("nan"),
-        portfolio_headroom=float(headroom[n]),
+        portfolio_headroom=book_headroom,
     )
 
 
 def _passes(coef: Coefficients, gamma_move: np.ndarray, position_var: np.ndarray,
-            book_var: float | None
-            ) -> Iterator[tuple[tuple[np.ndarray, ...], np.ndarray, np.ndarray, slice]]:
-    """The rows of ``stress``, n symbols then the portfolio (row n: summed coefficients, the
-    book's VaR, no delta limit), as (a, b, c0, e), VaR, delta move and the output rows. A
-    small book is one pass over n + 1 rows (half the numpy calls of two); a big one goes
-    in views of ``CHUNK`` symbols (no copy), then the portfolio alone."""
+            book_var: float | None, block: np.ndarray, book: np.ndarray
+            ) -> Iterator[tuple[tuple[np.ndarray, ...], np.ndarray, np.ndarray, np.ndarray]]:
+    """The rows of ``stress``, n symbols then the portfolio (summed coefficients, the book's
+    VaR, no delta limit), as (a, b, c0, e), VaR, delta move and the (5, rows) outputs to
+    write: ``block``'s columns for the symbols, ``book``'s one for the portfolio. A small
+    book is one pass over n + 1 rows (half the numpy calls of two; ``book`` is then
+    ``block``'s last column); a big one goes in views of ``CHUNK`` symbols (no copy), then
+    the portfolio alone."""
     n = len(coef.a)
     total = np.nan if book_var is None else book_var
     if n < CHUNK:
@@ -301,13 +311,12 @@ def _passes(coef: Coefficients, gamma_move: np.ndarray, position_var: np.ndarray
         rows[:4, n] = rows[:4, :n].sum(axis=1)  # as with_total: each row's own pairwise sum
         rows[4:, n] = (total, 0.0)
         a, b, c0, e, var, move = rows
-        yield (a, b, c0, e), var, move, slice(0, n + 1)
+        yield (a, b, c0, e), var, move, block
         return
     for lo in range(0, n, CHUNK):
         at = slice(lo, min(lo + CHUNK, n))
-        yield tuple(coef.block[:, at]), position_var[at], gamma_move[at], at
-    yield (tuple(coef.block.sum(axis=1, keepdims=True)), np.array([total]), np.zeros(1),
-           slice(n, n + 1))
+        yield tuple(coef.block[:, at]), position_var[at], gamma_move[at], block[:, at]
+    yield (tuple(coef.block.sum(axis=1, keepdims=True)), np.array([total]), np.zeros(1), book)
 
 
 # -- paths and curves (the run report) --------------------------------------------------------
