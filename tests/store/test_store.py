@@ -8,6 +8,7 @@ import threading
 import time
 from dataclasses import replace
 
+import numpy as np
 import pytest
 
 from helpers import cli, free_port
@@ -36,6 +37,31 @@ def test_saved_run_reads_back_as_to_dict_with_every_price(make_runner, store_url
                       "scheduled_for": None}
     assert store.prices_since("2000-01-01T00:00:00Z") == sorted(
         (p.symbol, p.price) for p in data.positions)
+
+
+def test_a_big_books_metrics_are_written_from_the_engines_block_as_they_read_back(
+        make_runner, store_url, monkeypatch):
+    """A book in passes (here of 64 symbols) has its five metric columns as the rows of one
+    block, which the store writes without a copy; the run still reads back exactly."""
+    from stress_plugin.core import engine
+    from stress_plugin.store.base import _symbol_columns
+
+    monkeypatch.setattr(engine, "CHUNK", 64)
+    store = Store(store_url)
+    runner = make_runner()
+    runner.store = store
+    runner.settings = runner.settings.model_copy(update={"stress_max_symbols": 10_000})
+    result = runner.run_once(book=host_book(301))
+    block = _symbol_columns(result)[1]
+    assert block is result.symbols.worst_pnl.base and block.shape == (5, 301)
+    (stored,) = store.runs_since("2000-01-01T00:00:00Z")
+    assert stored == {**json.loads(json.dumps(result.to_dict())), "trigger": "manual",
+                      "scheduled_for": None}
+    monkeypatch.setattr(engine, "CHUNK", 8192)  # one pass: the block holds the portfolio too
+    small = runner.run_once(book=host_book(301))
+    copy = _symbol_columns(small)[1]  # the five rows, in order, copied
+    assert not np.shares_memory(copy, small.symbols.worst_pnl)
+    np.testing.assert_array_equal(copy, block, strict=True)  # NaN (no VaR) in both
 
 
 def test_a_hand_built_result_round_trips_in_to_dict_order(store_url):
