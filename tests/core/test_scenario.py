@@ -111,6 +111,36 @@ def test_exact_beats_longest_pattern_beats_first_in_file():
     }
 
 
+@pytest.mark.parametrize("seed", range(3))
+def test_patterns_by_literal_start_resolve_as_the_precedence_rule_says(seed):
+    """A new symbol is matched only against the patterns it could match by their literal
+    start; the answer is model.md's rule written plainly: the exact key, else the longest
+    matching pattern, else the first of those in the file, else the default."""
+    import fnmatch
+    import random
+
+    rng = random.Random(seed)
+
+    def key() -> str:
+        parts = [rng.choice(["A", "B", "1", "*", "?", "[AB]", "[!1]", "["]) for _ in range(
+            rng.randint(1, 5))]
+        return "".join(parts)
+
+    for _ in range(100):
+        entries = {key(): round(rng.uniform(-0.3, 0.3), 4) for _ in range(rng.randint(1, 25))}
+        s = StressScenario({**GOOD, "symbol_shocks": entries})
+        names = np.array(["".join(rng.choice("AB1[") for _ in range(rng.randint(1, 6)))
+                          for _ in range(60)])
+        expected = []
+        for name in names.tolist():
+            matching = [(-len(k), i, v) for i, (k, v) in enumerate(entries.items())
+                        if fnmatch.fnmatchcase(name, k)]
+            exact = name in entries and not set("*?[") & set(name)  # "[A" is a pattern
+            expected.append(entries[name] if exact else
+                            min(matching)[2] if matching else GOOD["price_shock_pct"])
+        assert s.shocks_for(names).tolist() == expected, entries
+
+
 def test_the_same_symbols_resolve_the_same_on_every_call():
     s = StressScenario({**GOOD, "symbol_shocks": {"ES*": -0.02, "[6M]*B": -0.09}})
     first = s.shocks_for(SYMBOLS)
