@@ -1,8 +1,9 @@
 """What ``symbol_shocks`` cost: the full ``run_once`` (BookColumns, store, no metrics) with a
 scenario of no per-symbol shocks, 1,000 exact symbols and 1,000 glob patterns, at 100,000
 symbols; each scenario run twice on the same book first (its per-symbol memo warm, as in a
-service that runs every hour on a book whose symbols rarely change) and once on a book of
-new symbols (every symbol resolved).
+service that runs every hour on a book whose symbols rarely change), then timed on it with the
+others in turns (``common.interleaved``), and on three books of new symbols (every symbol
+resolved: a new symbol is matched only against the patterns it could start with).
 
     python benchmarks/symbol_shocks.py [--symbols 100000] [--entries 1000] [--quick]
 """
@@ -11,9 +12,11 @@ from __future__ import annotations
 
 import argparse
 import logging
+from dataclasses import replace
 
 from common import (
     fmt_ms,
+    interleaved,
     machine,
     make_runner,
     pct,
@@ -24,6 +27,7 @@ from common import (
     timed,
 )
 
+from stress_hookspecs import BookColumns
 from stress_plugin.core.scenario import StressScenario
 
 
@@ -55,22 +59,32 @@ def main() -> None:
     store, folder = temp_store()
     runner = make_runner(store)
     book = host.snapshot()
-    rows, base = [], None
-    for label, chosen in scenarios:
-        same = timed(lambda c=chosen: runner.run_once(book=book, scenario=c), args.repeat)
-        fresh = []
-        for i in range(1 if args.quick else 3):  # new symbols each time: nothing remembered
-            renamed = host.snapshot()
-            renamed = type(renamed)(**{**{f: getattr(renamed, f) for f in (
-                "equity", "var", "quantity", "price", "spread", "multiplier", "position_var",
-                "delta", "gamma")}, "symbols": [f"{s}_{label[0]}{i}" for s in host.symbols]})
-            fresh += timed(lambda r=renamed, c=chosen: runner.run_once(book=r, scenario=c), 1,
-                           warmup=0)
-        if runner.halt() is not None:
-            raise SystemExit(f"the {label} scenario breaches: the figures would time the halt")
-        base = base or pct(same, 50)
-        rows.append([label, fmt_ms(pct(same, 50)), f"{pct(same, 50) / base:.2f}x",
-                     fmt_ms(pct(fresh, 50))])
+    fresh_runs = 1 if args.quick else 3
+
+    def renamed(tag: str) -> BookColumns:
+        """The same book under new names: nothing of it is remembered."""
+        given = host.snapshot()
+        return replace(given, symbols=[f"{s}_{tag}" for s in host.symbols])
+
+    for _, chosen in scenarios:  # warm: the memo knows the book's symbols
+        for _ in range(2):
+            runner.run_once(book=book, scenario=chosen)
+    # in turns, so a drifting machine slows each scenario alike
+    same = interleaved([(lambda c=chosen: runner.run_once(book=book, scenario=c), args.repeat)
+                        for _, chosen in scenarios])
+    books = {(label, i): renamed(f"{label[0]}{i}") for label, _ in scenarios
+             for i in range(fresh_runs)}
+    fresh: list[list[float]] = [[] for _ in scenarios]
+    for i in range(fresh_runs):
+        for (label, chosen), times in zip(scenarios, fresh, strict=True):
+            times += timed(lambda b=books[label, i], c=chosen: runner.run_once(book=b, scenario=c),
+                           1, warmup=0)
+    if runner.halt() is not None:
+        raise SystemExit("a scenario breaches: the figures would time the halt")
+    base = pct(same[0], 50)
+    rows = [[label, fmt_ms(pct(times, 50)), f"{pct(times, 50) / base:.2f}x",
+             fmt_ms(pct(new, 50))]
+            for (label, _), times, new in zip(scenarios, same, fresh, strict=True)]
     store.close()
     folder.cleanup()
     print(f"### symbol_shocks at {n:,} symbols: run_once p50 (ms)\n\nMachine: {machine()}\n")
