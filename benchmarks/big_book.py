@@ -1,7 +1,8 @@
 """A 1,000,000-symbol book end to end: the host's snapshot as ``BookColumns`` (its numpy
-arrays copied), the full run (validation, engine, evaluator, SQLite store,
-``PrometheusMetrics.observe_run``) and the peak memory of one run; beside it the snapshot of
-the same book as ``Position``s.
+arrays copied), the full run of a snapshot (validation, engine, evaluator, SQLite store,
+``PrometheusMetrics.observe_run``; the snapshot is timed on its own, as the issue's targets
+split them) and the peak memory of the two; beside it the snapshot of the same book as
+``Position``s.
 
 The host keeps its positions as arrays (``common.ArrayHost``) and answers ``stress_book`` with
 copies; the runner copies once more, so nothing it holds changes under it. The book is
@@ -30,6 +31,7 @@ from common import (
     timed,
 )
 
+from stress_hookspecs import BookColumns, StressResult
 from stress_plugin.service.metrics import PrometheusMetrics
 
 
@@ -49,17 +51,20 @@ def main() -> None:
     runner = make_runner(store)
     metrics = PrometheusMetrics()
 
-    def full_run():
-        result = runner.run_once(book=host.snapshot(), scenario=SCENARIO)
+    def full_run(book: BookColumns) -> StressResult:
+        result = runner.run_once(book=book, scenario=SCENARIO)
         metrics.observe_run(result, "manual", time.time())
         return result
 
-    result = full_run()
+    result = full_run(host.snapshot())
     snapshot = timed(host.snapshot, max(args.repeat, 5))
-    runs = timed(full_run, args.repeat, warmup=1)
+    runs = []
+    for _ in range(args.repeat):  # each on a snapshot of its own, taken before it is timed
+        book = host.snapshot()
+        runs += timed(lambda b=book: full_run(b), 1, warmup=0)
     gc.collect()
     tracemalloc.start()
-    full_run()
+    full_run(host.snapshot())
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
     store.close()
@@ -70,7 +75,8 @@ def main() -> None:
     print(table(["what", "p50", "max", "target"], [
         ["snapshot: the host's arrays copied into a BookColumns", fmt_ms(pct(snapshot, 50)),
          fmt_ms(max(snapshot)), "<= 50"],
-        ["full run_once (store and metrics)", fmt_ms(pct(runs, 50)), fmt_ms(max(runs)),
+        ["full run_once of that snapshot (store and metrics)", fmt_ms(pct(runs, 50)),
+         fmt_ms(max(runs)),
          "<= 400"],
         ["snapshot as a Book of Positions, for comparison",
          fmt_ms(positions[0]) if positions[0] == positions[0] else "-", "", ""],
