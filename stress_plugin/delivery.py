@@ -15,7 +15,6 @@ next. Delivery is at least once; the delivery id is the same on every retry.
 from __future__ import annotations
 
 import logging
-import random
 import threading
 import time
 from collections.abc import Callable
@@ -288,6 +287,8 @@ class Deliverer:
     def _backoff(self, attempt: int) -> float:
         """Capped exponential backoff with jitter: base x 2^(attempt-1), at most the cap,
         times a random factor in [0.5, 1] so that many deliveries do not retry in step."""
+        import random  # here: only a retry needs it, not every CLI start (2 ms)
+
         delay = min(self.retry_max_s, self.retry_base_s * 2.0 ** min(attempt - 1, 30))
         return delay * random.uniform(0.5, 1.0)
 
