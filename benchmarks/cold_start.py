@@ -36,15 +36,19 @@ print(json.dumps({"exit": code, "modules": sorted(sys.modules)}))
 """
 
 
-def _time(argv: list[str], env: dict[str, str], repeat: int) -> list[float]:
-    """Wall times in ms of ``repeat`` fresh processes, after one untimed warm-up (disk cache)."""
-    times = []
+def _time(commands: list[tuple[str, list[str], dict[str, str]]], repeat: int
+          ) -> list[list[float]]:
+    """Wall times in ms of ``repeat`` fresh processes of each command, after one untimed
+    warm-up each (disk cache, bytecode); the commands take turns, so a machine whose speed
+    drifts slows each alike and their ratio holds."""
+    times: list[list[float]] = [[] for _ in commands]
     for i in range(repeat + 1):
-        start = time.perf_counter()
-        subprocess.run(argv, env=env, check=True, stdout=subprocess.DEVNULL,
-                       stderr=subprocess.DEVNULL)
-        if i:
-            times.append((time.perf_counter() - start) * 1000)
+        for (_, argv, env), samples in zip(commands, times, strict=True):
+            start = time.perf_counter()
+            subprocess.run(argv, env=env, check=True, stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL)
+            if i:
+                samples.append((time.perf_counter() - start) * 1000)
     return times
 
 
@@ -75,17 +79,18 @@ def main() -> None:
             ("STRESS_DISABLE_PLUGINS=pagerduty stress-runner run --json",
              [runner, "run", "--json"], blocked),
         ]
-        rows = []
-        for label, argv, variables in commands:
-            times = _time(argv, variables, repeat)
-            rows.append([f"`{label}`", fmt_ms(pct(times, 50)), fmt_ms(min(times)),
-                         fmt_ms(pct(times, 90))])
+        times = _time(commands, repeat)
+        numpy = pct(times[1], 50)
+        rows = [[f"`{label}`", fmt_ms(pct(samples, 50)), fmt_ms(min(samples)),
+                 fmt_ms(pct(samples, 90)), f"{pct(samples, 50) / numpy:.2f}x"]
+                for (label, _, _), samples in zip(commands, times, strict=True)]
     loaded = [name for name in HEAVY if name in seen["modules"]]
     code = ("bytecode as this environment has it (--source)" if args.source
             else "read from bytecode")
     print(f"### Cold start (ms, {repeat} runs each)\n\nMachine: {machine()}; load "
           f"{os.getloadavg()[0]:.2f}; modules {code}\n")
-    print(table(["command", "p50", "min", "p90"], rows))
+    print(table(["command", "p50", "min", "p90", "p50 / numpy's"], rows))
+    print("\nTarget: `stress-runner run --json` <= 1.8x `python -c \"import numpy\"`.")
     print(f"\n`run` exit code {seen['exit']}; imports {len(seen['modules'])} modules; "
           f"of {', '.join(HEAVY)}: {', '.join(loaded) or 'none'}.")
     if loaded:
