@@ -1,6 +1,7 @@
 """CLI cold start: ``stress-runner run --json`` on the demo book, next to ``import numpy``.
 
-Each command is a fresh process (this venv's interpreter, a temporary STRESS_DB), timed from
+Each command is a fresh process (this venv's interpreter; HOME a temporary folder, so
+``run`` finds and opens the default store as a user's first run does), timed from
 spawn to exit. Modules are read from bytecode, as from an installed wheel (pip compiles it):
 a temporary PYTHONPYCACHEPREFIX, filled by each command's untimed warm-up, so a
 PYTHONDONTWRITEBYTECODE environment (or an editable checkout without ``__pycache__``) does
@@ -24,9 +25,10 @@ from pathlib import Path
 from common import fmt_ms, machine, pct, table
 
 HEAVY = ("fastapi", "uvicorn", "starlette", "apscheduler", "exchange_calendars", "pandas",
-         "importlib.metadata", "email", "zipfile", "csv", "uuid")
+         "importlib.metadata", "email", "zipfile", "csv", "uuid", "tempfile")
 """What ``run`` must not import: what ``serve`` needs, and what cold start shed (entry points
-are read without importlib.metadata; the PagerDuty sink imports email and uuid when sending)."""
+are read without importlib.metadata; the PagerDuty sink imports email and uuid when sending;
+the default store's folder is found without platformdirs, which imports tempfile)."""
 _PROBE = """
 import contextlib, io, json, sys
 from stress_plugin.cli import main as cli
@@ -63,7 +65,8 @@ def main() -> None:
     python = sys.executable
     runner = str(Path(python).with_name("stress-runner"))
     with tempfile.TemporaryDirectory(prefix="stress-bench-") as folder:
-        env = {**os.environ, "STRESS_DB": str(Path(folder) / "stress.db")}
+        env = {k: v for k, v in os.environ.items() if k not in ("STRESS_DB", "XDG_STATE_HOME")}
+        env["HOME"] = folder  # the default store: ~/.local/state/stress-plugin/stress.db
         if not args.source:
             env.pop("PYTHONDONTWRITEBYTECODE", None)
             env["PYTHONPYCACHEPREFIX"] = str(Path(folder) / "pycache")

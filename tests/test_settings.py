@@ -26,9 +26,17 @@ def test_the_defaults_are_the_readmes():
     assert s.stress_log_format == "text" and s.stress_public_url is None
 
 
-def test_the_default_store_is_under_the_users_state_directory(monkeypatch):
+def test_the_default_store_is_under_the_users_state_directory(monkeypatch, tmp_path):
     monkeypatch.delenv("STRESS_DB")
-    assert load_settings().db_path.parts[-2:] == ("stress-plugin", "stress.db")
+    monkeypatch.setenv("HOME", str(tmp_path))
+    for unset in (None, "", "relative/state"):  # the XDG rule: only an absolute path counts
+        if unset is None:
+            monkeypatch.delenv("XDG_STATE_HOME", raising=False)
+        else:
+            monkeypatch.setenv("XDG_STATE_HOME", unset)
+        assert load_settings().db_path == tmp_path / ".local/state/stress-plugin/stress.db"
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "xdg"))
+    assert load_settings().db_path == tmp_path / "xdg/stress-plugin/stress.db"
 
 
 @pytest.mark.parametrize(("variable", "value", "shown"), [

@@ -131,18 +131,21 @@ def test_run_imports_none_of_the_services_heavy_modules(tmp_path):
     """`run` stays a quick command: no web framework, scheduler, calendar or pandas, no
     PostgreSQL driver for a SQLite store, no HTTP client or SSL with paging off, no report
     module without --report; and none of what cold start shed: importlib.metadata (entry
-    points are read without it) with email, zipfile and csv, and the PagerDuty sink's uuid."""
+    points are read without it) with email, zipfile and csv, the PagerDuty sink's uuid, and
+    tempfile (platformdirs' import, once paid to find the default store's folder)."""
     probe = ("import contextlib, io, sys\nfrom stress_plugin.cli import main as cli\n"
              "with contextlib.redirect_stdout(io.StringIO()):\n"
              "    code = cli.main(['-q', 'run', '--json'])\n"
              "heavy = ('fastapi', 'uvicorn', 'starlette', 'apscheduler', 'exchange_calendars',"
              " 'pandas', 'psycopg', 'httpx', 'ssl', 'stress_plugin.report',"
-             " 'importlib.metadata', 'email', 'zipfile', 'csv', 'uuid')\n"
+             " 'importlib.metadata', 'email', 'zipfile', 'csv', 'uuid', 'tempfile')\n"
              "print(code, [m for m in heavy if m in sys.modules])")
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PD_", "STRESS_"))}
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("PD_", "STRESS_", "XDG_"))}  # the default store, under HOME
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
-                         env={**env, "STRESS_DB": str(tmp_path / "s.db")}, timeout=120)
+                         env={**env, "HOME": str(tmp_path)}, timeout=120)
     assert out.stdout.split() == ["0", "[]"], out.stderr
+    assert (tmp_path / ".local/state/stress-plugin/stress.db").is_file()
 
 
 def _two_scenarios(tmp_path: Path) -> dict[str, str]:
