@@ -18,9 +18,8 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from stress_hookspecs import Delivery, DeliveryDeferred, DeliveryRejected, StressResult
 from stress_plugin.core.times import parse_iso
@@ -36,8 +35,7 @@ _IDLE_WAIT_S = 5.0
 """The background worker looks for due deliveries at least this often."""
 
 
-@dataclass(frozen=True, slots=True)
-class Attempt:
+class Attempt(NamedTuple):
     """How one attempt of one delivery ended."""
 
     delivery_id: int
@@ -51,9 +49,11 @@ class Attempt:
     retry_in_s: float | None = None
 
 
-@dataclass
 class PassResult:
-    attempts: list[Attempt] = field(default_factory=list)
+    """The attempts of one pass over the due deliveries, in order."""
+
+    def __init__(self) -> None:
+        self.attempts: list[Attempt] = []
 
     def count(self, status: str) -> int:
         return sum(a.status == status for a in self.attempts)

@@ -17,7 +17,6 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib import import_module
 from pathlib import Path
@@ -58,8 +57,7 @@ class PluginObserver(Protocol):
     def alert_outcome(self, sink: str, outcome: str) -> None: ...
 
 
-@dataclass(frozen=True, slots=True)
-class PluginInfo:
+class PluginInfo(NamedTuple):
     name: str
     distribution: str
     version: str
@@ -70,8 +68,7 @@ class PluginInfo:
                 "version": self.version, "hooks": list(self.hooks)}
 
 
-@dataclass(frozen=True, slots=True)
-class CallOutcome:
+class CallOutcome(NamedTuple):
     """The outcome of one plugin's call: ``error`` is None when it succeeded."""
 
     plugin: str

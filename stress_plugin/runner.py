@@ -334,7 +334,7 @@ class StressRunner:
             assert arrays is not None
             known["book_source"] = source
             limits, limit_sources = self.limits(chosen, live)
-            known.update(symbols_tested=len(arrays), skipped_symbols=skipped, limits=limits,
+            known.update(symbols_tested=len(arrays.symbols), skipped_symbols=skipped, limits=limits,
                          limit_sources=limit_sources)
             figures, paths = self._stress(arrays, chosen, limits)
             breaches = self.plugins.evaluate(StressResult(**{**known, **figures}))
@@ -425,14 +425,14 @@ class StressRunner:
 
     def _cap(self, arrays: BookArrays) -> tuple[BookArrays, tuple[str, ...]]:
         """Keep the STRESS_MAX_SYMBOLS largest gross notionals |q m P|, in book order."""
-        cap = self.settings.stress_max_symbols
-        if len(arrays) <= cap:
+        cap, n = self.settings.stress_max_symbols, len(arrays.symbols)
+        if n <= cap:
             return arrays, ()
         notional = np.abs(arrays.quantity * arrays.multiplier * arrays.price)
         order = np.argsort(-notional, kind="stable")
         skipped = tuple(arrays.symbols[order[cap:]].tolist())
         log.warning("symbol cap: testing %d of %d symbols (STRESS_MAX_SYMBOLS=%d); skipped %d "
-                    "with the smallest gross notional: %s", cap, len(arrays), cap, len(skipped),
+                    "with the smallest gross notional: %s", cap, n, cap, len(skipped),
                     ", ".join(skipped[:10]) + (" ..." if len(skipped) > 10 else ""))
         return arrays.take(np.sort(order[:cap])), skipped
 

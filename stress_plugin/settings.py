@@ -4,17 +4,16 @@ Plain Python, no pydantic: importing pydantic-settings (and pydantic with it) wa
 every ``stress-runner run``'s ~250 ms cold start, for some twenty-five scalars. Each field
 says its type, default and bounds once (``_FIELDS``); ``load_settings`` parses the
 environment by them and names the variable of the first bad value (a secret never shown).
-The object keeps the small part of the pydantic API the runtime uses: ``model_fields``,
-``model_fields_set`` and ``model_copy(update=...)``.
+The object keeps the small part of the pydantic API the runtime uses: ``model_fields_set``
+and ``model_copy(update=...)``; ``SETTING_NAMES`` lists every setting.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, Literal, NamedTuple
 
 from stress_plugin.core.checks import MAX_FILE_BYTES_DEFAULT
 from stress_plugin.core.errors import ConfigError
@@ -48,8 +47,7 @@ class SecretStr:
         return hash(self._value)
 
 
-@dataclass(frozen=True)
-class Settings:
+class Settings(NamedTuple):
     """The runbook's variables and ours; names match the environment variables."""
 
     pd_routing_key: SecretStr | None = None
@@ -132,14 +130,12 @@ class Settings:
     """STRESS_PUBLIC_URL: the service's URL as on-call people reach it; pages link the run's
     report there when set."""
 
-    model_fields_set: frozenset[str] = field(default=frozenset(), repr=False, compare=False)
+    model_fields_set: frozenset[str] = frozenset()
     """The fields the environment set (the rest are defaults), as pydantic names it."""
-    model_fields: ClassVar[dict[str, Any]]
-    """Every setting by name (``model_fields_set`` aside), as pydantic names it."""
 
     def model_copy(self, *, update: Mapping[str, Any] | None = None) -> Settings:
         """A copy with some fields replaced (unchecked, as pydantic's ``model_copy``)."""
-        return replace(self, **dict(update or {}))
+        return self._replace(**dict(update or {}))
 
     @property
     def allowed_hosts(self) -> list[str]:
@@ -178,7 +174,8 @@ def state_home() -> Path:
     return Path.home() / ".local" / "state"
 
 
-Settings.model_fields = {f.name: f for f in fields(Settings) if f.name != "model_fields_set"}
+SETTING_NAMES = tuple(name for name in Settings._fields if name != "model_fields_set")
+"""Every setting, in ``Settings``' order (``model_fields_set`` aside)."""
 
 
 # -- parsing: one parser per field, each raising ValueError with what the value must be -------
@@ -275,8 +272,8 @@ _FIELDS: dict[str, Callable[[str], Any]] = {
     "stress_public_url": _public_url,
 }
 """How each variable's text becomes its value."""
-if set(_FIELDS) != set(Settings.model_fields):  # one parser per field, or the import fails
-    raise ImportError(f"settings without a parser: {set(Settings.model_fields) ^ set(_FIELDS)}")
+if set(_FIELDS) != set(SETTING_NAMES):  # one parser per field, or the import fails
+    raise ImportError(f"settings without a parser: {set(SETTING_NAMES) ^ set(_FIELDS)}")
 
 
 def load_settings(environ: Mapping[str, str] | None = None) -> Settings:

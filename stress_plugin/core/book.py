@@ -9,10 +9,9 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
 from operator import attrgetter
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import yaml
@@ -111,8 +110,7 @@ def _typed_number(source: str, field: str, value: Any) -> float:
     return float(value)
 
 
-@dataclass(frozen=True, slots=True)
-class BookArrays:
+class BookArrays(NamedTuple):
     """A book as one float64 column per field (``var`` is NaN where not given)."""
 
     symbols: np.ndarray
@@ -125,9 +123,6 @@ class BookArrays:
     gamma: np.ndarray
     equity: float
     book_var: float | None
-
-    def __len__(self) -> int:
-        return len(self.symbols)
 
     def take(self, index: np.ndarray) -> BookArrays:
         """The positions at ``index``, in that order."""

@@ -11,7 +11,7 @@ trough alone (``first_breach_scale``), also O(symbols).
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
@@ -48,8 +48,7 @@ def recovery_profile(recovery_type: str, steps: int, ramp_steps: int = 0,
     return np.concatenate([ramp, np.ones(hold_steps), recovery])
 
 
-@dataclass(frozen=True, slots=True)
-class Coefficients:
+class Coefficients(NamedTuple):
     """pnl(lam, g) = lam a g + lam^2 b g^2 - c0 - e g, per row (symbol or portfolio), held as
     one (4, rows) block of a, b, c0 and e: what a stored run keeps, written as it is."""
 
@@ -90,8 +89,7 @@ class Coefficients:
         return Coefficients(self.block[:, rows])
 
 
-@dataclass(frozen=True, slots=True)
-class EngineOutput:
+class EngineOutput(NamedTuple):
     """Per-symbol arrays in book order; ``var_ratio`` is NaN where no VaR was given."""
 
     worst_pnl: np.ndarray
@@ -322,8 +320,7 @@ def _passes(coef: Coefficients, gamma_move: np.ndarray, position_var: np.ndarray
 # -- paths and curves (the run report) --------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class PathInputs:
+class PathInputs(NamedTuple):
     """What a run's P&L paths are made of, kept with the stored run for its report: the
     per-symbol coefficients (book order, with each symbol's own shock s_i and spread
     multiplier k_i already in a, b and e), the scenario's profile g in time order (ramp,

@@ -18,10 +18,9 @@ import sqlite3
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from stress_hookspecs import RunTrigger, StressResult, SymbolMetrics
 from stress_plugin.core.errors import ConfigError
@@ -394,8 +393,7 @@ def _statements(script: str) -> Iterator[str]:
             buffer = ""
 
 
-@dataclass(frozen=True, slots=True)
-class DeliveryRow:
+class DeliveryRow(NamedTuple):
     """One pending, delivered or failed delivery of one run's report to one alert sink."""
 
     id: int
@@ -416,11 +414,10 @@ class DeliveryRow:
     last_error: str | None
 
     def to_dict(self) -> dict[str, Any]:
-        return {name: getattr(self, name) for name in self.__slots__}
+        return self._asdict()
 
 
-@dataclass(frozen=True, slots=True)
-class SlotClaim:
+class SlotClaim(NamedTuple):
     """What ``claim_slot`` found: ``claimed`` (this replica runs the slot), ``held`` (another
     replica's lease is live) or ``done`` (the slot's run is stored)."""
 

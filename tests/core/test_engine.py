@@ -204,7 +204,7 @@ def test_a_big_book_in_passes_gives_the_same_bits_as_one_pass(monkeypatch, n):
         monkeypatch.setattr(engine, "CHUNK", chunk)
         results.append(run(q, P, h, m, d, c, v, V=50_000.0, s=s, k=k, ramp=7, hold=3, steps=61))
     for out in results[1:]:
-        for name in engine.EngineOutput.__dataclass_fields__:
+        for name in engine.EngineOutput._fields:
             np.testing.assert_array_equal(getattr(out, name), getattr(results[0], name),
                                           err_msg=name, strict=True)
 
