@@ -13,17 +13,14 @@ from typing import Any
 
 from stress_plugin.store import OUTBOX_STATUSES, DeliveryRow
 
-# The CLI builds this parser for every command, so the runner, the store and the settings are
-# imported in the handlers: no other command pays for them here.
+# The runner and the settings are imported in the handlers: building this parser (for
+# ``stress-runner --help``) pays for neither.
 
 FLUSH_BUDGET_S = 60.0
 
 
-def add_parser(subparsers: Any) -> argparse.ArgumentParser:
-    """Add ``alerts`` and its sub-commands to the main CLI's subparsers."""
-    parser = subparsers.add_parser(
-        "alerts", help="the alert outbox of every sink: list, flush, retry, send a test"
-    )
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The sub-commands of the main CLI's ``alerts`` parser."""
     commands = parser.add_subparsers(dest="alerts_command", metavar="COMMAND", required=True)
 
     flush = commands.add_parser("flush", help="send every pending delivery now, in order")
@@ -47,7 +44,6 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     test = commands.add_parser("test", help="send a [TEST] report to each sink now")
     test.add_argument("--sink", help="only this sink")
     test.set_defaults(handler=test_handler)
-    return parser
 
 
 def _runner() -> Any:

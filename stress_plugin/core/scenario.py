@@ -194,7 +194,9 @@ class SymbolMap:
     the book: 1,000 of them at 100,000 symbols cost 25x the run). A new symbol is matched
     only against the patterns whose literal start (what comes before the first ``*``, ``?``
     or ``[``) it starts with, found by one look-up per such length: 1,000 patterns over
-    100,000 new symbols are not 100,000,000 matches.
+    100,000 new symbols are not 100,000,000 matches. A pattern is compiled when a symbol
+    first needs it: every run loads every scenario (duplicate names fail), and most of their
+    patterns never see a symbol of the book.
     """
 
     _MEMO_LIMIT = 1_000_000
@@ -205,15 +207,13 @@ class SymbolMap:
         self.exact = {k: v for k, v in entries.items() if not _PATTERN_CHARS & set(k)}
         ranked = sorted(((-len(k), i, k, v) for i, (k, v) in enumerate(entries.items())
                          if _PATTERN_CHARS & set(k)))
-        self.patterns: list[tuple[re.Pattern[str], float]] = []
-        """The patterns in precedence order."""
-        self._by_start: dict[str, list[tuple[int, re.Pattern[str], float]]] = {}
-        """The same by literal start, each list in precedence order (its rank first)."""
+        self.pattern_count = len(ranked)
+        self._by_start: dict[str, list[tuple[int, str, float]]] = {}
+        """The patterns by literal start, each list in precedence order (its rank first)."""
         for rank, (_, _, key, value) in enumerate(ranked):
-            pattern = re.compile(fnmatch.translate(key))
-            self.patterns.append((pattern, value))
             start = key[:min(key.index(c) for c in _PATTERN_CHARS if c in key)]
-            self._by_start.setdefault(start, []).append((rank, pattern, value))
+            self._by_start.setdefault(start, []).append((rank, key, value))
+        self._compiled: dict[str, re.Pattern[str]] = {}
         self._starts = sorted({len(start) for start in self._by_start})
         """The lengths of those starts, shortest first."""
         self._memo: dict[str, float] = {}
@@ -224,13 +224,16 @@ class SymbolMap:
         """The value for one symbol."""
         if symbol in self.exact:
             return self.exact[symbol]
-        best, found = len(self.patterns), self.default
+        best, found = self.pattern_count, self.default
         for length in self._starts:
             if length > len(symbol):
                 break
-            for rank, pattern, value in self._by_start.get(symbol[:length], ()):
+            for rank, key, value in self._by_start.get(symbol[:length], ()):
                 if rank >= best:
                     break
+                pattern = self._compiled.get(key)
+                if pattern is None:
+                    pattern = self._compiled[key] = re.compile(fnmatch.translate(key))
                 if pattern.match(symbol):
                     best, found = rank, value
                     break
@@ -239,7 +242,7 @@ class SymbolMap:
     def resolve(self, symbols: np.ndarray) -> np.ndarray:
         """The value for each symbol, as a float64 column in the same order."""
         out = np.full(len(symbols), self.default, dtype=np.float64)
-        if not self.patterns and len(self.exact) <= 8:  # a few whole-column comparisons
+        if not self.pattern_count and len(self.exact) <= 8:  # a few whole-column comparisons
             for symbol, value in self.exact.items():
                 out[symbols == symbol] = value
             return out

@@ -258,6 +258,32 @@ def test_bare_command_prints_help_and_version_lists_the_distributions():
         "stress-plugin", "stress-hookspecs", "stress-pack-flash-crash", "stress-pack-history")]
 
 
+def test_a_command_alone_parses_as_the_whole_cli_does(capsys):
+    """``main`` builds only the parser of the command argv names: each command's help (all
+    of its arguments) is the same from that parser as from the whole CLI, the bare help lists
+    every command, and a word that is no command still gets argparse's own error."""
+    import pytest
+
+    from stress_plugin.cli.main import COMMANDS, _command, _parser
+
+    def output(parser, argv):
+        with pytest.raises(SystemExit) as exit_:
+            parser.parse_args(argv)
+        out = capsys.readouterr()
+        return exit_.value.code, out.out, out.err
+
+    for name in COMMANDS:
+        argv = ["-q", name, "--help"]
+        assert _command(argv) == name
+        alone = output(_parser(_command(argv)), argv)
+        assert alone == output(_parser(), argv) and alone[0] == 0 and alone[1], name
+    assert output(_parser("run"), ["status"])[0] == 2  # only run was built
+    code, _, err = output(_parser(_command(["bogus"])), ["bogus"])
+    assert code == 2 and "invalid choice: 'bogus'" in err and all(n in err for n in COMMANDS)
+    code, out, _ = output(_parser(_command(["--help"])), ["--help"])
+    assert code == 0 and all(f"    {name} " in out for name in COMMANDS)
+
+
 def test_validate_lists_every_problem_capped_at_50(tmp_path):
     positions = [position(f"S{i}", price=-1.0) for i in range(60)]
     positions += [position("MES", spread=-1, colour="red"), position("MES")]
