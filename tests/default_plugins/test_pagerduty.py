@@ -3,7 +3,6 @@ against a real HTTP server speaking the Events API v2 contract."""
 
 from __future__ import annotations
 
-import argparse
 import importlib.util
 import json
 import logging
@@ -17,7 +16,7 @@ import pytest
 from helpers import ROOT, FakePagerDuty
 from stress_hookspecs import Breach, Metrics, StressResult
 from stress_hookspecs.testing import make_failed_result, make_result
-from stress_plugin.cli import alerts as cli_alerts
+from stress_plugin.cli import main as cli_main
 from stress_plugin.core.errors import ConfigError
 from stress_plugin.default_plugins import pagerduty
 from stress_plugin.delivery import Deliverer
@@ -303,9 +302,8 @@ def test_a_second_worker_does_not_send_a_claimed_delivery(pd: FakePagerDuty,
 
 
 def run_cli(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="stress-runner")
-    cli_alerts.add_parser(parser.add_subparsers(dest="command"))
-    args = parser.parse_args(["alerts", *argv])
+    """``stress-runner alerts ARGV`` in this process (the outbox fixture's store and sinks)."""
+    args = cli_main._parser("alerts").parse_args(["alerts", *argv])
     return args.handler(args)
 
 
