@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 
 from helpers import book, cli, position
@@ -262,8 +263,6 @@ def test_a_command_alone_parses_as_the_whole_cli_does(capsys):
     """``main`` builds only the parser of the command argv names: each command's help (all
     of its arguments) is the same from that parser as from the whole CLI, the bare help lists
     every command, and a word that is no command still gets argparse's own error."""
-    import pytest
-
     from stress_plugin.cli.main import COMMANDS, _command, _parser
 
     def output(parser, argv):
